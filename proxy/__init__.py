@@ -1,0 +1,1 @@
+"""The aiohttp proxy: forwarding, usage taps, metering, metrics, admin API, budgets, CLI."""

@@ -1,0 +1,118 @@
+"""The settings schema (one pydantic model per config section).
+
+Loading and precedence (CLI flag > ``OPENAI_METER_*`` env > YAML file > default) live in
+``proxy.config``; this module only says what a valid configuration is. Every model forbids unknown
+keys so a typo stops start-up with a message naming the key.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class UpstreamSettings(_Section):
+    url: str = "https://api.openai.com"
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    # Never shorter than the openai SDK's own 600 s default: long generations must not be cut.
+    read_timeout_s: float = Field(default=900.0, gt=0)
+    verify_tls: bool = True
+    ca_bundle: str | None = None
+    # The real OpenAI key used when virtual keys are enabled (prefer env OPENAI_METER_UPSTREAM_API_KEY).
+    api_key: str | None = None
+    max_connections: int = Field(default=0, ge=0)  # 0 = unlimited
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///openai-meter.db"
+    auto_upgrade: bool = True
+
+
+class AdminSettings(_Section):
+    token: str | None = None
+
+
+class MeteringSettings(_Section):
+    inject_stream_usage: bool = True
+    # JSON request bodies up to this size are read whole (to inject include_usage and estimate);
+    # larger or non-JSON bodies stream through untouched.
+    max_json_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+
+class LedgerSettings(_Section):
+    spool_dir: str = "./spool"
+    batch_size: int = Field(default=500, gt=0)
+    flush_interval_ms: int = Field(default=200, gt=0)
+    queue_size: int = Field(default=10_000, gt=0)
+    fsync_interval_ms: int = Field(default=100, gt=0)
+    retention_days: int | None = Field(default=None, gt=0)
+
+
+class PricingSettings(_Section):
+    overrides: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
+    discount_percent: Decimal = Decimal("0")
+    model_discount_percent: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class BudgetSettings(_Section):
+    daily_usd: Decimal | None = Field(default=None, ge=0)
+    monthly_usd: Decimal | None = Field(default=None, ge=0)
+    action: Literal["block", "alert"] = "block"
+    warn_at_percent: Decimal = Field(default=Decimal("80"), ge=0, le=100)
+
+
+class TeamSettings(_Section):
+    keys: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list)
+    budget: BudgetSettings | None = None
+
+
+class BudgetsSettings(_Section):
+    timezone: str = "UTC"
+
+
+class VirtualKeySettings(_Section):
+    enabled: bool = False
+
+
+class MetricsSettings(_Section):
+    port: int | None = Field(default=None, ge=0, le=65535)
+    user_labels: bool = False
+    key_labels: bool = False
+    usage_tier: Literal["free", "tier1", "tier2", "tier3", "tier4", "tier5"] | None = None
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+
+
+class ServerSettings(_Section):
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+
+class Settings(_Section):
+    listen: ListenSettings = ListenSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    metering: MeteringSettings = MeteringSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    pricing: PricingSettings = PricingSettings()
+    teams: dict[str, TeamSettings] = Field(default_factory=dict)
+    budgets: BudgetsSettings = BudgetsSettings()
+    virtual_keys: VirtualKeySettings = VirtualKeySettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+    server: ServerSettings = ServerSettings()

@@ -1,0 +1,1 @@
+"""The ledger: schema, migrations, the async writer with its spool, and report queries."""
