@@ -1,0 +1,1 @@
+"""Benchmarks. ``python -m bench`` runs them all; results are written up in docs/performance.md."""

@@ -1,0 +1,26 @@
+"""``python -m bench``: run every benchmark and print its figures (copy them to docs/performance.md)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+MODULES = ("bench.proxy_bench", "bench.usage_bench", "bench.ledger_bench")
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or [m.rsplit(".", 1)[1] for m in MODULES]
+    for name in MODULES:
+        short = name.rsplit(".", 1)[1]
+        if short not in wanted:
+            continue
+        module = importlib.import_module(name)
+        print(f"## {short}")
+        for key, value in module.run().items():
+            print(f"{key:52s} {value:12.3f}")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
