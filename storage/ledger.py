@@ -1,0 +1,58 @@
+"""One batch into the ledger: raw rows and their rollup, in one transaction, idempotent on id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from storage.record import UsageRecord
+from storage.rollup import rollup_deltas
+from storage.rows import record_to_row
+from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, usage_daily, usage_records
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"unsupported dialect {conn.dialect.name}")
+
+
+async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) -> int:
+    """Insert the records not already in the ledger and add exactly those to the rollup.
+
+    Returns how many were new. Replaying the same records is harmless: ids already present are
+    skipped (``ON CONFLICT DO NOTHING``) and only inserted rows reach ``usage_daily``.
+    Runs inside the caller's transaction.
+    """
+    if not records:
+        return 0
+    by_id = {record.id: record for record in records}
+    stmt = _insert(conn, usage_records).on_conflict_do_nothing(index_elements=["id"])
+    result = await conn.execute(
+        stmt.returning(usage_records.c.id), [record_to_row(r) for r in by_id.values()]
+    )
+    inserted = [by_id[row_id] for row_id in result.scalars().all()]
+    deltas = rollup_deltas(inserted)
+    if deltas:
+        await conn.execute(_rollup_upsert(conn), deltas)
+    return len(inserted)
+
+
+def _rollup_upsert(conn: AsyncConnection) -> Insert:
+    stmt = _insert(conn, usage_daily)
+    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
+        index_elements=list(ROLLUP_KEY),
+        set_={name: usage_daily.c[name] + stmt.excluded[name] for name in ROLLUP_SUMS},
+    )
+
+
+async def write_batch(engine: AsyncEngine, records: Sequence[UsageRecord]) -> int:
+    """``insert_records`` in its own transaction."""
+    async with engine.begin() as conn:
+        return await insert_records(conn, records)

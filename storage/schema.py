@@ -1,0 +1,120 @@
+"""The ledger's tables (SQLAlchemy Core). Alembic revisions in ``storage/migrations`` create them;
+``tests/storage/test_migrations.py`` checks the two agree.
+
+* ``usage_records``: one row per forwarded call; every :class:`storage.record.UsageRecord` field is
+  a column of the same name. ``tags`` and ``units`` are JSON (units' Decimal counts as strings).
+* ``usage_daily``: the rollup per (day UTC, team, model, service_tier, endpoint), kept in step with
+  ``usage_records`` in the same transaction. Missing model / service_tier are stored as ``''`` so the
+  key is a real unique key on every backend (NULLs never conflict).
+* ``dedupe_objects``: ids of retrieved objects (responses, batches, fine-tuning jobs) already metered.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from storage.types import Money, UtcDateTime
+
+TOKEN_COLUMNS: Final[tuple[str, ...]] = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "image_input_tokens",
+    "image_output_tokens",
+    "accepted_prediction_tokens",
+    "rejected_prediction_tokens",
+)
+
+ROLLUP_KEY: Final[tuple[str, ...]] = ("day", "team", "model", "service_tier", "endpoint")
+ROLLUP_SUMS: Final[tuple[str, ...]] = (
+    "requests",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "unpriced_requests",
+    "estimated_requests",
+)
+
+metadata = MetaData()
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("outcome", String(32), nullable=False),
+    Column("request_id", String(255), nullable=True),
+    Column("response_id", String(255), nullable=True),
+    Column("model_requested", String(255), nullable=True),
+    Column("model", String(255), nullable=True),
+    Column("service_tier", String(32), nullable=True),
+    Column("stream", Boolean, nullable=False),
+    Column("team", String(128), nullable=False),
+    Column("project", String(255), nullable=True),
+    Column("organization", String(255), nullable=True),
+    Column("key_fingerprint", String(64), nullable=True),
+    Column("user", String(255), nullable=True),
+    Column("tags", JSON, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in TOKEN_COLUMNS),
+    Column("units", JSON, nullable=False),
+    Column("usage_source", String(16), nullable=False),
+    Column("estimate_reason", String(255), nullable=True),
+    Column("cost_usd", Money(), nullable=True),
+    Column("price_ref", String(255), nullable=True),
+    Column("unpriced_reason", String(255), nullable=True),
+    Column("latency_ms", Float, nullable=True),
+    Column("ttft_ms", Float, nullable=True),
+    Index("ix_usage_records_started_at", "started_at"),
+    Index("ix_usage_records_team_started_at", "team", "started_at"),
+    Index("ix_usage_records_model_started_at", "model", "started_at"),
+)
+
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("team", String(128), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("service_tier", String(32), nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("requests", BigInteger, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in TOKEN_COLUMNS),
+    Column("cost_usd", Money(), nullable=False),
+    Column("unpriced_requests", BigInteger, nullable=False),
+    Column("estimated_requests", BigInteger, nullable=False),
+    PrimaryKeyConstraint(*ROLLUP_KEY, name="pk_usage_daily"),
+    Index("ix_usage_daily_team_day", "team", "day"),
+)
+
+dedupe_objects = Table(
+    "dedupe_objects",
+    metadata,
+    Column("kind", String(32), nullable=False),
+    Column("object_id", String(255), nullable=False),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("kind", "object_id", name="pk_dedupe_objects"),
+)
