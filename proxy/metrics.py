@@ -1,0 +1,457 @@
+"""Prometheus metrics from finished ledger records, on an injected registry.
+
+Names and labels are DESIGN's contract (prefix ``openai_meter_``) plus the OpenTelemetry GenAI-style
+``gen_ai_client_token_usage`` / ``gen_ai_client_operation_duration_seconds``. Every label is bounded:
+
+* ``model``: the price catalog's models (a dated snapshot such as ``gpt-4o-mini-2024-07-18`` falls
+  back to its catalog base ``gpt-4o-mini``), everything else ``other``;
+* ``team``: configured teams, everything else ``unassigned``;
+* ``endpoint``: :data:`proxy.endpoints.ENDPOINTS`; ``service_tier``: OpenAI's tiers or ``other``;
+* ``user`` / ``key`` labels exist only when enabled, and stop growing at ``max_identity_values``
+  distinct values (later ones are ``other``) so an opted-in label still cannot explode Prometheus.
+
+Per record the work is O(1): label values are bounded through small caches and each label tuple's
+child (``metric.labels(...)``) is created once and kept in a dict. Money is ``Decimal`` everywhere
+else; it becomes ``float`` only here, at the Prometheus edge (the ledger stays exact).
+
+The ledger writer registers its own ``openai_meter_ledger_*`` metrics on the same registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Final, Generic, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from proxy.endpoints import ENDPOINTS
+from proxy.ratelimits import parse_ratelimit_headers, tier_limits
+from storage.record import UsageRecord
+
+log = logging.getLogger(__name__)
+
+PREFIX: Final = "openai_meter"
+OTHER: Final = "other"
+UNASSIGNED: Final = "unassigned"
+PROVIDER: Final = "openai"
+
+# OpenTelemetry GenAI semantic conventions, advisory bucket boundaries:
+# gen_ai.client.operation.duration (seconds)
+DURATION_BUCKETS: Final[tuple[float, ...]] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)  # fmt: skip
+# gen_ai.client.token.usage (tokens)
+TOKEN_BUCKETS: Final[tuple[float, ...]] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
+# gen_ai.server.time_to_first_token (seconds) = 0.001 ... 10.0; reasoning models can think far
+# longer than 10 s before the first token, so the tail is extended (20, 40, 80 s).
+TTFT_BUCKETS: Final[tuple[float, ...]] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0,
+)  # fmt: skip
+# What metering adds to a call: 0.1 ms .. 100 ms.
+OVERHEAD_BUCKETS: Final[tuple[float, ...]] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+
+# ``tokens_total{type}`` -> UsageRecord column. ``input``/``output`` are totals, the rest subsets.
+TOKEN_TYPES: Final[tuple[tuple[str, str], ...]] = (
+    ("input", "input_tokens"),
+    ("output", "output_tokens"),
+    ("cached_input", "cached_input_tokens"),
+    ("cache_write", "cache_write_tokens"),
+    ("reasoning", "reasoning_tokens"),
+    ("audio_input", "audio_input_tokens"),
+    ("audio_output", "audio_output_tokens"),
+    ("image_input", "image_input_tokens"),
+    ("image_output", "image_output_tokens"),
+)
+
+SERVICE_TIERS: Final[frozenset[str]] = frozenset(
+    {"default", "auto", "flex", "priority", "scale", "batch"}
+)
+
+# Endpoint -> gen_ai.operation.name (semconv well-known values where one fits).
+GENAI_OPERATIONS: Final[Mapping[str, str]] = {
+    "chat.completions": "chat",
+    "responses": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "images.generations": "generate_content",
+    "images.edits": "generate_content",
+    "images.variations": "generate_content",
+}
+
+_SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+_MAX_CACHED: Final = 4096
+_MAX_SMALL_LABEL_VALUES: Final = 64  # metering stages, estimate reasons: set by code, not clients
+
+
+def status_class(status_code: int | None) -> str:
+    """200 -> ``2xx``; no status (no response headers ever arrived) -> ``none``."""
+    if status_code is None or not 100 <= status_code <= 599:
+        return "none"
+    return f"{status_code // 100}xx"
+
+
+class LabelBounds:
+    """Maps raw values to bounded label values. Pure; caches are bounded too."""
+
+    def __init__(self, models: Iterable[str], teams: Iterable[str]) -> None:
+        self._models = frozenset(models)
+        self._teams = frozenset(teams) | {UNASSIGNED}
+        self._endpoints = frozenset(ENDPOINTS)
+        self._model_cache: dict[str, str] = {}
+
+    @property
+    def models(self) -> frozenset[str]:
+        return self._models
+
+    def model(self, raw: str | None) -> str:
+        if raw is None:
+            return OTHER
+        cached = self._model_cache.get(raw)
+        if cached is not None:
+            return cached
+        label = self._resolve_model(raw)
+        if len(self._model_cache) < _MAX_CACHED:
+            self._model_cache[raw] = label
+        return label
+
+    def _resolve_model(self, raw: str) -> str:
+        if raw in self._models:
+            return raw
+        base = _SNAPSHOT_SUFFIX.sub("", raw)
+        if base != raw and base in self._models:
+            return base
+        return OTHER
+
+    def team(self, raw: str | None) -> str:
+        return raw if raw in self._teams else UNASSIGNED
+
+    def endpoint(self, raw: str) -> str:
+        return raw if raw in self._endpoints else OTHER
+
+    @staticmethod
+    def service_tier(raw: str | None) -> str:
+        if raw is None:
+            return "default"
+        return raw if raw in SERVICE_TIERS else OTHER
+
+
+class _CappedValues:
+    """Passes through the first ``cap`` distinct values; later new ones become ``other``."""
+
+    __slots__ = ("_cap", "_seen")
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._seen: set[str] = set()
+
+    def __call__(self, raw: str | None) -> str:
+        if raw is None:
+            return "none"
+        if raw in self._seen:
+            return raw
+        if len(self._seen) < self._cap:
+            self._seen.add(raw)
+            return raw
+        return OTHER
+
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
+    """``metric.labels(*values)`` computed once per label tuple."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._metric.labels(*values)
+            self._children[values] = child
+        return child
+
+
+class Metrics:
+    """The proxy's metrics. A :class:`storage.record.RecordSink`: ``submit`` never raises."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        models: Iterable[str],
+        teams: Iterable[str],
+        user_labels: bool = False,
+        key_labels: bool = False,
+        usage_tier: str | None = None,
+        max_identity_values: int = 1000,
+    ) -> None:
+        self.bounds = LabelBounds(models, teams)
+        self._user_labels = user_labels
+        self._key_labels = key_labels
+        self._users = _CappedValues(max_identity_values)
+        self._keys = _CappedValues(max_identity_values)
+        self._stages = _CappedValues(_MAX_SMALL_LABEL_VALUES)
+        self._reasons = _CappedValues(_MAX_SMALL_LABEL_VALUES)
+        self._broken = False
+
+        identity = (("user",) if user_labels else ()) + (("key",) if key_labels else ())
+
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
+            return Counter(name, doc, labels, namespace=PREFIX, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
+            return Gauge(name, doc, labels, namespace=PREFIX, registry=registry)
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...], ns: str
+        ) -> Histogram:
+            return Histogram(name, doc, labels, namespace=ns, registry=registry, buckets=buckets)
+
+        self._requests = _Children(
+            counter(
+                "requests",
+                "Forwarded calls, one per ledger record.",
+                ("endpoint", "model", "team", "status_class", *identity),
+            )
+        )
+        self._tokens = _Children(
+            counter(
+                "tokens",
+                "Tokens by type; input/output are totals, the other types are subsets of them.",
+                ("endpoint", "model", "team", "type", *identity),
+            )
+        )
+        self._cost = _Children(
+            counter(
+                "cost_usd",
+                "Priced spend in USD (the ledger holds the exact decimal amounts).",
+                ("model", "team", "service_tier", *identity),
+            )
+        )
+        self._unpriced = _Children(
+            counter("unpriced_requests", "Calls recorded with no price (cost NULL).", ("model",))
+        )
+        self._estimated = _Children(
+            counter(
+                "estimated_usage",
+                "Calls whose usage was estimated locally (tiktoken) instead of reported.",
+                ("endpoint", "reason"),
+            )
+        )
+        self._duration = _Children(
+            histogram(
+                "request_duration_seconds",
+                "Whole call duration as the client saw it.",
+                ("endpoint", "model"),
+                DURATION_BUCKETS,
+                PREFIX,
+            )
+        )
+        self._ttft = _Children(
+            histogram(
+                "time_to_first_token_seconds",
+                "Time to the first body chunk of streamed responses.",
+                ("endpoint", "model"),
+                TTFT_BUCKETS,
+                PREFIX,
+            )
+        )
+        self._overhead = histogram(
+            "proxy_overhead_seconds",
+            "Time the proxy itself added to a call (metering and forwarding work).",
+            (),
+            OVERHEAD_BUCKETS,
+            PREFIX,
+        )
+        self._errors = _Children(
+            counter(
+                "metering_errors",
+                "Failures inside metering (the call itself went on).",
+                ("stage",),
+            )
+        )
+        self._rl_remaining = _Children(
+            gauge(
+                "upstream_ratelimit_remaining",
+                "x-ratelimit-remaining-* from the latest upstream response for the model.",
+                ("kind", "model"),
+            )
+        )
+        self._rl_limit = _Children(
+            gauge(
+                "upstream_ratelimit_limit",
+                "x-ratelimit-limit-* from the latest upstream response for the model.",
+                ("kind", "model"),
+            )
+        )
+        self._rl_reset = _Children(
+            gauge(
+                "upstream_ratelimit_reset_seconds",
+                "x-ratelimit-reset-* (seconds until the window resets) from the latest response.",
+                ("kind", "model"),
+            )
+        )
+        self._tier_limit = gauge(
+            "usage_tier_limit",
+            "OpenAI's published limit for the configured usage tier (kind: rpm, rpd, tpm, "
+            "batch_queue_tokens).",
+            ("model", "kind"),
+        )
+        self._budget_spent = _Children(
+            gauge("budget_spent_usd", "Spend counted against a team's budget.", ("team", "period"))
+        )
+        self._budget_limit = _Children(
+            gauge("budget_limit_usd", "A team's budget limit.", ("team", "period"))
+        )
+        genai_labels = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model")
+        provider = ("gen_ai_provider_name",)
+        self._genai_tokens = _Children(
+            histogram(
+                "gen_ai_client_token_usage",
+                "Number of input and output tokens used (OpenTelemetry GenAI).",
+                (*genai_labels, "gen_ai_token_type", *provider),
+                TOKEN_BUCKETS,
+                "",
+            )
+        )
+        self._genai_duration = _Children(
+            histogram(
+                "gen_ai_client_operation_duration_seconds",
+                "GenAI operation duration (OpenTelemetry GenAI).",
+                (*genai_labels, *provider),
+                DURATION_BUCKETS,
+                "",
+            )
+        )
+        if usage_tier is not None:
+            self._set_tier(usage_tier)
+
+    # --- RecordSink ------------------------------------------------------------------------------
+
+    def submit(self, record: UsageRecord) -> None:
+        try:
+            self._observe_record(record)
+        except Exception:
+            self._fail("metrics")
+
+    def _observe_record(self, record: UsageRecord) -> None:
+        bounds = self.bounds
+        endpoint = bounds.endpoint(record.endpoint)
+        model = bounds.model(record.model or record.model_requested)
+        team = bounds.team(record.team)
+        ident = self._identity(record)
+
+        self._requests(endpoint, model, team, status_class(record.status_code), *ident).inc()
+        tokens = self._tokens
+        for type_, column in TOKEN_TYPES:
+            count = getattr(record, column)
+            if count:
+                tokens(endpoint, model, team, type_, *ident).inc(count)
+
+        cost = record.cost_usd
+        if cost is None:
+            self._unpriced(model).inc()
+        else:
+            tier = bounds.service_tier(record.service_tier)
+            self._cost(model, team, tier, *ident).inc(float(cost))
+
+        if record.usage_source == "estimated":
+            self.estimated(endpoint, record.estimate_reason or "unknown")
+
+        seconds = None if record.latency_ms is None else record.latency_ms / 1000.0
+        if seconds is not None:
+            self._duration(endpoint, model).observe(seconds)
+        if record.stream and record.ttft_ms is not None:
+            self._ttft(endpoint, model).observe(record.ttft_ms / 1000.0)
+
+        operation = GENAI_OPERATIONS.get(endpoint, endpoint)
+        requested = bounds.model(record.model_requested or record.model)
+        if record.usage_source != "none":
+            genai = self._genai_tokens
+            genai(operation, requested, model, "input", PROVIDER).observe(record.input_tokens)
+            genai(operation, requested, model, "output", PROVIDER).observe(record.output_tokens)
+        if seconds is not None:
+            self._genai_duration(operation, requested, model, PROVIDER).observe(seconds)
+
+    def _identity(self, record: UsageRecord) -> tuple[str, ...]:
+        if not (self._user_labels or self._key_labels):
+            return ()
+        values: tuple[str, ...] = ()
+        if self._user_labels:
+            values += (self._users(record.user),)
+        if self._key_labels:
+            values += (self._keys(record.key_fingerprint),)
+        return values
+
+    # --- Other moments ---------------------------------------------------------------------------
+
+    def observe_overhead(self, seconds: float) -> None:
+        self._overhead.observe(seconds)
+
+    def metering_error(self, stage: str) -> None:
+        self._errors(self._stages(stage)).inc()
+
+    def estimated(self, endpoint: str, reason: str) -> None:
+        """Counted by :meth:`submit` for records with ``usage_source == "estimated"``; call this
+        directly only for estimates that never become a record."""
+        self._estimated(self.bounds.endpoint(endpoint), self._reasons(reason)).inc()
+
+    def observe_ratelimit_headers(
+        self, headers: Mapping[str, str], model: str | None = None
+    ) -> None:
+        """Upstream response headers -> headroom gauges. Never raises."""
+        try:
+            label = self.bounds.model(model)
+            for state in parse_ratelimit_headers(headers):
+                if state.remaining is not None:
+                    self._rl_remaining(state.kind, label).set(state.remaining)
+                if state.limit is not None:
+                    self._rl_limit(state.kind, label).set(state.limit)
+                if state.reset_seconds is not None:
+                    self._rl_reset(state.kind, label).set(state.reset_seconds)
+        except Exception:
+            self._fail("ratelimit_headers")
+
+    def set_budget(self, team: str, period: str, spent: Decimal, limit: Decimal | None) -> None:
+        """Budget gauges for one team and period (``daily`` / ``monthly``); no limit -> no gauge."""
+        label = self.bounds.team(team)
+        self._budget_spent(label, period).set(float(spent))
+        if limit is not None:
+            self._budget_limit(label, period).set(float(limit))
+
+    def _set_tier(self, tier: str) -> None:
+        for (model, kind), limit in tier_limits(tier).items():
+            label = self.bounds.model(model)
+            if label != OTHER:
+                self._tier_limit.labels(label, kind).set(limit)
+
+    def _fail(self, stage: str) -> None:
+        if not self._broken:
+            self._broken = True
+            log.exception("metrics update failed (logged once; counted in metering_errors_total)")
+        with contextlib.suppress(Exception):  # nothing left to report to
+            self.metering_error(stage)
+
+
+__all__ = [
+    "DURATION_BUCKETS",
+    "OVERHEAD_BUCKETS",
+    "TOKEN_BUCKETS",
+    "TTFT_BUCKETS",
+    "LabelBounds",
+    "Metrics",
+    "status_class",
+]
