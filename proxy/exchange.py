@@ -93,6 +93,9 @@ class Exchange:
     finished_monotonic: float | None = None
     finished_at: datetime | None = None
     outcome: Outcome = "ok"
+    # True once the upstream body was read to its end and fully written to the client (taps use
+    # it as ``finish(complete=...)``); False when cut by either side or never started.
+    body_complete: bool = False
     error: str | None = None
     # Scratch space for stages that need to carry state from on_request to on_finish
     # (e.g. a budget reservation). Keys are the stage's own names.

@@ -1,0 +1,114 @@
+"""Which headers cross the proxy, in each direction. Pure; the filter sets are built once.
+
+Rules (RFC 9110 §7.6.1 and the proxy checklist in the project's OpenAI notes):
+
+* hop-by-hop headers (``Connection``, ``Keep-Alive``, ``Transfer-Encoding``, ``TE``, ``Trailer``,
+  ``Upgrade``, ``Proxy-*``) and any header named in ``Connection`` never cross;
+* the client's ``Host`` is replaced by the upstream's (aiohttp sets it from the URL);
+* the client's ``Accept-Encoding`` is never forwarded: aiohttp negotiates and decompresses itself,
+  so the client always receives identity bytes;
+* the proxy's own ``X-Meter-*`` headers are consumed here, never sent upstream;
+* upstream ``Content-Encoding`` / ``Content-Length`` are dropped (the body is re-framed, decoded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from multidict import CIMultiDict, istr
+
+HOP_BY_HOP: Final[frozenset[str]] = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "trailers",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+# Never forwarded upstream, on top of hop-by-hop.
+_REQUEST_DROP: Final[frozenset[str]] = HOP_BY_HOP | {
+    "host",
+    "accept-encoding",
+    "expect",
+    "x-forwarded-host",
+}
+# Dropped when the proxy sends a body it read itself (length recomputed by the client library).
+_BODY_FRAMING: Final[frozenset[str]] = frozenset({"content-length"})
+# WebSocket handshake headers: the upstream client library makes its own.
+_WS_DROP: Final[frozenset[str]] = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+        "content-length",
+    }
+)
+_RESPONSE_DROP: Final[frozenset[str]] = HOP_BY_HOP | {"content-encoding", "content-length"}
+
+METER_PREFIX: Final[str] = "x-meter-"
+AUTHORIZATION: Final[istr] = istr("Authorization")
+
+
+def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
+    value = headers.get("Connection")
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
+def _filtered(
+    items: Iterable[tuple[str, str]], drop: frozenset[str], extra: frozenset[str]
+) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        lower = name.lower()
+        if lower in drop or lower in extra or lower.startswith(METER_PREFIX):
+            continue
+        out.add(name, value)
+    return out
+
+
+def upstream_request_headers(
+    client: Mapping[str, str],
+    *,
+    authorization: str | None = None,
+    keep_content_length: bool = True,
+    websocket: bool = False,
+) -> CIMultiDict[str]:
+    """Headers to send upstream for a client request's headers.
+
+    ``authorization`` replaces the client's ``Authorization`` (virtual keys).
+    ``keep_content_length`` is False when the proxy sends a body it read (and maybe rewrote).
+    """
+    drop = _REQUEST_DROP
+    if not keep_content_length:
+        drop = drop | _BODY_FRAMING
+    if websocket:
+        drop = drop | _WS_DROP
+    items = client.items()
+    out = _filtered(items, drop, _connection_tokens(client))
+    if authorization is not None:
+        out[AUTHORIZATION] = authorization
+    return out
+
+
+def client_response_headers(upstream: Mapping[str, str]) -> CIMultiDict[str]:
+    """Headers to send the client for an upstream response's headers."""
+    return _filtered(upstream.items(), _RESPONSE_DROP, _connection_tokens(upstream))
+
+
+def is_websocket_upgrade(headers: Mapping[str, str]) -> bool:
+    upgrade = headers.get("Upgrade")
+    if not upgrade or upgrade.lower() != "websocket":
+        return False
+    return "upgrade" in _connection_tokens(headers)
