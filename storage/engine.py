@@ -13,7 +13,9 @@ from storage.urls import to_async_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def create_engine(url: str, *, cwd: Path | None = None, connect_timeout_s: float = 5.0) -> AsyncEngine:
+def create_engine(
+    url: str, *, cwd: Path | None = None, connect_timeout_s: float = 5.0
+) -> AsyncEngine:
     """The one engine for a database URL as users write it (see :mod:`storage.urls`).
 
     The caller owns it: ``await engine.dispose()`` at shutdown.
@@ -21,7 +23,9 @@ def create_engine(url: str, *, cwd: Path | None = None, connect_timeout_s: float
     async_url = to_async_url(url, cwd)
     if async_url.get_backend_name() == "sqlite":
         Path(async_url.database or "").parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_async_engine(
+            async_url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(

@@ -45,7 +45,9 @@ async def downgrade(engine: AsyncEngine, revision: str) -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
-        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        return await conn.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_revision()
+        )
 
 
 def _command(connection: Connection, name: str, revision: str) -> None:

@@ -21,7 +21,9 @@ def to_async_url(url: str, cwd: Path | None = None) -> URL:
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
-        raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql")
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r}: use sqlite or postgresql"
+        )
     if "+" not in parsed.drivername:
         parsed = parsed.set(drivername=_ASYNC_DRIVERS[backend])
     if backend == "sqlite":

@@ -44,12 +44,18 @@ def upgrade() -> None:
         sa.Column("cost_usd", Money(), nullable=False),
         sa.Column("unpriced_requests", sa.BigInteger, nullable=False),
         sa.Column("estimated_requests", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("day", "team", "model", "service_tier", "endpoint", name="pk_usage_daily"),
+        sa.PrimaryKeyConstraint(
+            "day", "team", "model", "service_tier", "endpoint", name="pk_usage_daily"
+        ),
     )
     op.create_index("ix_usage_daily_team_day", "usage_daily", ["team", "day"])
     # Backfill: raw rows written before this revision get their rollup now.
     bind = op.get_bind()
-    day = "date(started_at)" if bind.dialect.name == "sqlite" else "CAST(started_at AT TIME ZONE 'UTC' AS date)"
+    day = (
+        "date(started_at)"
+        if bind.dialect.name == "sqlite"
+        else "CAST(started_at AT TIME ZONE 'UTC' AS date)"
+    )
     sums = ", ".join(f"SUM({name})" for name in _TOKENS)
     op.execute(
         f"""

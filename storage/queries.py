@@ -1,0 +1,231 @@
+"""Read side of the ledger for reports, ``/meter/records`` and budgets.
+
+* :func:`fetch_records` -- raw rows, newest first, as dicts with the ledger's column names.
+* :func:`spend` -- totals grouped by any of :data:`DIMENSIONS`. Whole UTC days come from the
+  ``usage_daily`` rollup when every grouping/filter is one the rollup keeps; partial days at the
+  window's edges, and groupings the rollup does not keep (project, user, tag:KEY, ...), come from
+  raw rows. Both paths give the same numbers; money is exact :class:`Decimal`.
+* :func:`spent` -- one team's cost over ``[since, until)``, for budgets.
+
+``since`` is inclusive, ``until`` exclusive; both aware datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.rows import row_to_public
+from storage.schema import TOKEN_COLUMNS, usage_daily, usage_records
+
+TAG_PREFIX: Final = "tag:"
+COLUMN_DIMENSIONS: Final[tuple[str, ...]] = (
+    "team",
+    "model",
+    "project",
+    "organization",
+    "user",
+    "endpoint",
+    "service_tier",
+    "key_fingerprint",
+)
+DIMENSIONS: Final[tuple[str, ...]] = (*COLUMN_DIMENSIONS, "day", "month")  # + "tag:KEY"
+ROLLUP_COLUMNS: Final = frozenset({"team", "model", "service_tier", "endpoint"})
+METRICS: Final[tuple[str, ...]] = (
+    "requests",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "unpriced_requests",
+    "estimated_requests",
+)
+MAX_RECORDS: Final = 1000
+
+Group = tuple[str | None, ...]
+
+
+async def fetch_records(
+    engine: AsyncEngine,
+    *,
+    limit: int = 100,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    team: str | None = None,
+    model: str | None = None,
+) -> list[dict[str, Any]]:
+    """Ledger rows newest first (at most ``MAX_RECORDS``); money as Decimal, times aware UTC."""
+    limit = max(0, min(limit, MAX_RECORDS))
+    stmt = select(usage_records)
+    if since is not None:
+        stmt = stmt.where(usage_records.c.started_at >= since)
+    if until is not None:
+        stmt = stmt.where(usage_records.c.started_at < until)
+    if team is not None:
+        stmt = stmt.where(usage_records.c.team == team)
+    if model is not None:
+        stmt = stmt.where(usage_records.c.model == model)
+    stmt = stmt.order_by(usage_records.c.started_at.desc(), usage_records.c.id.desc()).limit(limit)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(stmt)).mappings().all()
+    return [row_to_public(row) for row in rows]
+
+
+async def spend(
+    engine: AsyncEngine,
+    *,
+    since: datetime,
+    until: datetime,
+    by: Sequence[str] = (),
+    filters: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per group: the ``by`` keys (``str | None``; day ``YYYY-MM-DD``, month ``YYYY-MM``)
+    and every name in :data:`METRICS`. Unordered; groups with no rows are absent."""
+    by = tuple(by)
+    filters = dict(filters or {})
+    for dim in by:
+        if dim not in DIMENSIONS and not dim.startswith(TAG_PREFIX):
+            raise ValueError(f"cannot group by {dim!r}")
+    for key in filters:
+        if key not in COLUMN_DIMENSIONS:
+            raise ValueError(f"cannot filter by {key!r}")
+    if since >= until:
+        return []
+    totals: dict[Group, dict[str, Any]] = {}
+    rollup_ok = all(d in ROLLUP_COLUMNS or d in ("day", "month") for d in by) and all(
+        k in ROLLUP_COLUMNS for k in filters
+    )
+    first_day = _ceil_day(since)
+    last_day = _floor_day(until)
+    async with engine.connect() as conn:
+        if rollup_ok and first_day < last_day:
+            stmt = _rollup_query(by, filters, first_day, last_day)
+            for row in (await conn.execute(stmt)).mappings():
+                _merge(totals, by, row, from_rollup=True)
+            edges = [(since, _midnight(first_day)), (_midnight(last_day), until)]
+        else:
+            edges = [(since, until)]
+        for start, end in edges:
+            if start < end:
+                stmt = _raw_query(by, filters, start, end, conn.dialect.name)
+                for row in (await conn.execute(stmt)).mappings():
+                    _merge(totals, by, row, from_rollup=False)
+    return [{**dict(zip(by, group, strict=True)), **values} for group, values in totals.items()]
+
+
+async def spent(engine: AsyncEngine, team: str, since: datetime, until: datetime) -> Decimal:
+    """Priced cost of ``team`` in ``[since, until)`` (unpriced calls add nothing)."""
+    rows = await spend(engine, since=since, until=until, filters={"team": team})
+    return rows[0]["cost_usd"] if rows else Decimal(0)
+
+
+# ---------------------------------------------------------------- internals
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _floor_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _ceil_day(moment: datetime) -> date:
+    moment = moment.astimezone(UTC)
+    day = moment.date()
+    return day if moment == _midnight(day) else day + timedelta(days=1)
+
+
+def _metric_columns(table: Any, *, raw: bool) -> list[ColumnElement[Any]]:
+    if raw:
+        c = usage_records.c
+        return [
+            func.count().label("requests"),
+            *(func.sum(c[name]).label(name) for name in TOKEN_COLUMNS),
+            func.sum(c.cost_usd).label("cost_usd"),
+            func.sum(case((c.cost_usd.is_(None), 1), else_=0)).label("unpriced_requests"),
+            func.sum(case((c.usage_source == "estimated", 1), else_=0)).label("estimated_requests"),
+        ]
+    return [func.sum(table.c[name]).label(name) for name in METRICS]
+
+
+def _rollup_query(
+    by: tuple[str, ...], filters: Mapping[str, str], first: date, end: date
+) -> Select[Any]:
+    c = usage_daily.c
+    keys: list[ColumnElement[Any]] = []
+    for dim in by:
+        if dim in ("day", "month"):
+            if not any(k.key == "day" for k in keys):
+                keys.append(c.day)
+        else:
+            keys.append(c[dim])
+    stmt = select(*keys, *_metric_columns(usage_daily, raw=False)).where(
+        c.day >= first, c.day < end
+    )
+    for key, value in filters.items():
+        stmt = stmt.where(c[key] == value)
+    return stmt.group_by(*keys) if keys else stmt
+
+
+def _raw_query(
+    by: tuple[str, ...], filters: Mapping[str, str], start: datetime, end: datetime, dialect: str
+) -> Select[Any]:
+    c = usage_records.c
+    keys: list[ColumnElement[Any]] = []
+    for index, dim in enumerate(by):
+        if dim == "day":
+            expr = _day_text(dialect, 10)
+        elif dim == "month":
+            expr = _day_text(dialect, 7)
+        elif dim.startswith(TAG_PREFIX):
+            expr = c.tags[dim[len(TAG_PREFIX) :]].as_string()
+        else:
+            expr = c[dim]
+        keys.append(expr.label(f"k{index}"))
+    stmt = select(*keys, *_metric_columns(usage_records, raw=True)).where(
+        and_(c.started_at >= start, c.started_at < end)
+    )
+    for key, value in filters.items():
+        stmt = stmt.where(c[key] == value)
+    return stmt.group_by(*keys) if keys else stmt
+
+
+def _day_text(dialect: str, length: int) -> ColumnElement[Any]:
+    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+        return func.substr(usage_records.c.started_at, 1, length)
+    pattern = "YYYY-MM-DD" if length == 10 else "YYYY-MM"
+    return func.to_char(func.timezone("UTC", usage_records.c.started_at), pattern)
+
+
+def _merge(
+    totals: dict[Group, dict[str, Any]],
+    by: tuple[str, ...],
+    row: Mapping[str, Any],
+    *,
+    from_rollup: bool,
+) -> None:
+    group: list[str | None] = []
+    for index, dim in enumerate(by):
+        if from_rollup:
+            value: Any = row["day"] if dim in ("day", "month") else row[dim]
+            if isinstance(value, date):
+                value = value.isoformat()[: 10 if dim == "day" else 7]
+            elif value == "" and dim in ("model", "service_tier"):
+                value = None
+        else:
+            value = row[f"k{index}"]
+        group.append(None if value is None else str(value))
+    key = tuple(group)
+    current = totals.get(key)
+    if current is None:
+        current = {name: 0 for name in METRICS}
+        current["cost_usd"] = Decimal(0)
+        totals[key] = current
+    for name in METRICS:
+        value = row[name]
+        if value is not None:  # PostgreSQL's SUM(bigint) is numeric: back to int
+            current[name] += value if name == "cost_usd" else int(value)
