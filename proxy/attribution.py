@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-import orjson
 from aiohttp import web
 
+from proxy.errors import error_response
 from proxy.exchange import Attribution, Exchange
 from proxy.settings import TeamSettings
 from storage.record import UsageRecord
@@ -34,22 +34,6 @@ MAX_FIELD_CHARS: Final = 256
 _FINGERPRINT_RE: Final = re.compile(r"sha256:[0-9a-f]{12}")
 _TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _TAG_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f,]")
-
-
-def openai_error(
-    status: int,
-    message: str,
-    error_type: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    """An error the proxy produces itself, in OpenAI's shape (so SDKs raise the right class)."""
-    body = orjson.dumps(
-        {"error": {"message": message, "type": error_type, "param": param, "code": code}}
-    )
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 def key_fingerprint(key: str) -> str:
@@ -217,7 +201,7 @@ class AttributionStage:
         try:
             attribution = attribute(exchange.request_headers, exchange.request_json, self._teams)
         except TagsError as exc:
-            return openai_error(400, str(exc), "invalid_request_error", param=TAGS_HEADER)
+            return error_response(400, str(exc), "invalid_request_error", param=TAGS_HEADER)
         exchange.attribution = attribution
         if self._keys is None:
             return None
@@ -226,7 +210,7 @@ class AttributionStage:
             return None
         resolved = await self._keys.resolve(key)
         if resolved is None:
-            return openai_error(
+            return error_response(
                 401,
                 f"Incorrect API key provided: {key_fingerprint(key)} is not an active "
                 "openai-meter virtual key.",

@@ -1,16 +1,85 @@
-"""`openai-meter report` (placeholder until its issue lands; the owner replaces this file)."""
+"""``openai-meter report``: spend from the ledger, grouped, as a table, CSV or JSON."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+from proxy.admin_api import load_report
+from proxy.reporting import FORMATS, ReportError, Window, parse_by, render, resolve_window
+from proxy.settings import Settings
+from storage.engine import create_engine
+
+DATABASE_URL_ENV = "OPENAI_METER_DATABASE_URL"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser("report", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "report",
+        help="spend per team/model/... from the ledger",
+        description=(
+            "Spend over [since, until) from the ledger. Times: dates (2026-11-01), timestamps "
+            "(2026-11-01T12:00:00Z), unix seconds, or spans before now (7d, 24h). Default: from "
+            "the start of the current UTC month until now."
+        ),
+    )
+    parser.add_argument("--since", help="inclusive start (default: start of this UTC month)")
+    parser.add_argument("--until", help="exclusive end (default: now)")
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        help="group by: team, model, project, organization, user, endpoint, service_tier, "
+        "key_fingerprint, day, month, tag:KEY (comma-separated or repeated)",
+    )
+    parser.add_argument("--team", help="only this team")
+    parser.add_argument("--model", help="only this (response) model")
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--database-url", help=f"ledger URL (env {DATABASE_URL_ENV})")
+    parser.add_argument("--config", help="config file (YAML) to read database.url from")
     parser.set_defaults(func=_run)
 
 
+def database_url(args: argparse.Namespace) -> str:
+    """CLI flag > environment > config file > default."""
+    if args.database_url:
+        return str(args.database_url)
+    from_env = os.environ.get(DATABASE_URL_ENV)
+    if from_env:
+        return from_env
+    if args.config:
+        import yaml
+
+        data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        return Settings.model_validate(data).database.url
+    return Settings().database.url
+
+
 def _run(args: argparse.Namespace) -> int:
-    print("openai-meter report: not yet available")
-    return 2
+    try:
+        window = resolve_window(args.since, args.until, datetime.now(UTC))
+        by = parse_by(args.by)
+    except ReportError as exc:
+        print(f"openai-meter report: {exc}", file=sys.stderr)
+        return 2
+    try:
+        text = asyncio.run(_report(database_url(args), args, window, by))
+    except Exception as exc:  # the user needs one line, not a traceback
+        print(f"openai-meter report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+async def _report(url: str, args: argparse.Namespace, window: Window, by: tuple[str, ...]) -> str:
+    engine = create_engine(url)
+    try:
+        report = await load_report(engine, window, by, team=args.team, model=args.model)
+    finally:
+        await engine.dispose()
+    return render(report, args.format)

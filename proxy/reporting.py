@@ -1,0 +1,314 @@
+"""Spend reports, the pure part: time windows, grouping keys, rows and their three formats.
+
+Shared by ``openai-meter report`` and ``GET /meter/spend``; the SQL lives in
+:mod:`storage.reports`. Money stays :class:`~decimal.Decimal` end to end and leaves as a decimal
+string, never rounded: a report's total is the exact sum of its rows, which is the exact sum of the
+ledger's ``cost_usd`` over the window.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+import orjson
+
+Format = Literal["table", "csv", "json"]
+FORMATS: Final[tuple[str, ...]] = ("table", "csv", "json")
+
+# Plain ledger columns a report can group by, plus the time buckets and tags.
+COLUMN_DIMENSIONS: Final[tuple[str, ...]] = (
+    "team",
+    "model",
+    "project",
+    "organization",
+    "user",
+    "endpoint",
+    "service_tier",
+    "key_fingerprint",
+)
+TIME_DIMENSIONS: Final[tuple[str, ...]] = ("day", "month")
+TAG_PREFIX: Final = "tag:"
+MAX_DIMENSIONS: Final = 6
+
+METRICS: Final[tuple[str, ...]] = (
+    "requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "unpriced_requests",
+    "estimated_requests",
+)
+_TABLE_HEADINGS: Final[dict[str, str]] = {
+    "requests": "requests",
+    "input_tokens": "input",
+    "cached_input_tokens": "cached",
+    "output_tokens": "output",
+    "reasoning_tokens": "reasoning",
+    "cost_usd": "cost_usd",
+    "unpriced_requests": "unpriced",
+    "estimated_requests": "estimated",
+}
+TOTAL_LABEL: Final = "TOTAL"
+
+_RELATIVE_RE: Final = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS: Final[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_MONTH_RE: Final = re.compile(r"\d{4}-\d{2}")
+_EPOCH_RE: Final = re.compile(r"\d{9,11}(\.\d+)?")
+
+
+class ReportError(ValueError):
+    """A bad report parameter; the message is meant for the user (CLI) or client (HTTP 400)."""
+
+
+# ---------------------------------------------------------------- time
+
+
+def month_start(now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def parse_instant(text: str, now: datetime) -> datetime:
+    """``7d`` / ``24h`` / ``90m`` / ``2w`` (before ``now``), ``2026-11-01`` (UTC midnight),
+    ``2026-11`` (first of the month), ISO timestamps (naive = UTC), unix seconds, ``today``,
+    ``now``. Always returns an aware UTC datetime."""
+    value = text.strip()
+    lowered = value.lower()
+    if lowered == "now":
+        return now.astimezone(UTC)
+    if lowered == "today":
+        return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    relative = _RELATIVE_RE.fullmatch(lowered)
+    if relative is not None:
+        amount, unit = int(relative.group(1)), relative.group(2)
+        try:
+            return now.astimezone(UTC) - timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        except OverflowError as exc:
+            raise ReportError(f"time span {text!r} is too long") from exc
+    try:
+        if _DATE_RE.fullmatch(value):
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+        if _MONTH_RE.fullmatch(value):
+            return datetime.fromisoformat(value + "-01").replace(tzinfo=UTC)
+        if _EPOCH_RE.fullmatch(value):
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ReportError(
+            f"cannot read {text!r} as a time: use a date (2026-11-01), a timestamp "
+            "(2026-11-01T12:00:00Z), unix seconds, or a span before now (7d, 24h, 30m, 2w)"
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``[since, until)``: since inclusive, until exclusive."""
+
+    since: datetime
+    until: datetime
+
+
+def resolve_window(since: str | None, until: str | None, now: datetime) -> Window:
+    """Defaults: from the start of the current UTC month until ``now``."""
+    start = parse_instant(since, now) if since else month_start(now)
+    end = parse_instant(until, now) if until else now.astimezone(UTC)
+    if start > end:
+        raise ReportError(f"since ({iso(start)}) is after until ({iso(end)})")
+    return Window(start, end)
+
+
+def iso(moment: datetime) -> str:
+    """UTC ISO-8601 with a ``Z``; microseconds only when there are some."""
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+# ---------------------------------------------------------------- grouping
+
+
+def parse_by(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``team,model,tag:env`` -> ``("team", "model", "tag:env")``, validated."""
+    if text is None:
+        return ()
+    items = text.split(",") if isinstance(text, str) else [p for t in text for p in t.split(",")]
+    dims: list[str] = []
+    for raw in items:
+        dim = raw.strip()
+        if not dim:
+            continue
+        if dim.startswith(TAG_PREFIX):
+            key = dim[len(TAG_PREFIX) :]
+            if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", key):
+                raise ReportError(f"--by {dim!r}: a tag key is 1-64 of letters, digits, '_.-'")
+        elif dim not in COLUMN_DIMENSIONS and dim not in TIME_DIMENSIONS:
+            allowed = ", ".join((*COLUMN_DIMENSIONS, *TIME_DIMENSIONS, "tag:KEY"))
+            raise ReportError(f"cannot group by {dim!r}; choose from {allowed}")
+        if dim in dims:
+            raise ReportError(f"--by names {dim!r} twice")
+        dims.append(dim)
+    if len(dims) > MAX_DIMENSIONS:
+        raise ReportError(f"group by at most {MAX_DIMENSIONS} dimensions")
+    return tuple(dims)
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    unpriced_requests: int = 0
+    estimated_requests: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(*(getattr(self, m) + getattr(other, m) for m in METRICS))
+
+
+@dataclass(frozen=True, slots=True)
+class SpendRow:
+    group: tuple[str | None, ...]
+    totals: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReport:
+    window: Window
+    by: tuple[str, ...]
+    rows: tuple[SpendRow, ...] = field(default_factory=tuple)
+
+    @property
+    def total(self) -> Totals:
+        total = Totals()
+        for row in self.rows:
+            total = total + row.totals
+        return total
+
+
+def _sort_key(row: SpendRow) -> tuple[tuple[bool, str], ...]:
+    return tuple((value is None, value or "") for value in row.group)
+
+
+def build_report(window: Window, by: tuple[str, ...], rows: Iterable[SpendRow]) -> SpendReport:
+    """Rows merged by group (a backend may return one group in pieces) and sorted by group."""
+    merged: dict[tuple[str | None, ...], Totals] = {}
+    for row in rows:
+        merged[row.group] = merged.get(row.group, Totals()) + row.totals
+    ordered = sorted((SpendRow(g, t) for g, t in merged.items()), key=_sort_key)
+    return SpendReport(window=window, by=by, rows=tuple(ordered))
+
+
+# ---------------------------------------------------------------- formats
+
+
+def money(value: Decimal) -> str:
+    """Exact decimal string with at least 6 places (``0.002340``), more when the value has them."""
+    places = -value.normalize().as_tuple().exponent  # type: ignore[operator]
+    if places <= 6:
+        return f"{value.quantize(Decimal('0.000001')):f}"
+    return f"{value.normalize():f}"
+
+
+def _metrics_json(totals: Totals) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in METRICS:
+        value = getattr(totals, name)
+        out[name] = money(value) if name == "cost_usd" else value
+    return out
+
+
+def to_json_obj(report: SpendReport) -> dict[str, Any]:
+    rows = []
+    for row in report.rows:
+        item: dict[str, Any] = dict(zip(report.by, row.group, strict=True))
+        item.update(_metrics_json(row.totals))
+        rows.append(item)
+    return {
+        "since": iso(report.window.since),
+        "until": iso(report.window.until),
+        "by": list(report.by),
+        "rows": rows,
+        "total": _metrics_json(report.total),
+    }
+
+
+def to_json(report: SpendReport) -> bytes:
+    return orjson.dumps(to_json_obj(report), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def _cells(totals: Totals) -> list[str]:
+    return [money(totals.cost_usd) if m == "cost_usd" else str(getattr(totals, m)) for m in METRICS]
+
+
+def to_csv(report: SpendReport) -> str:
+    """Header, one line per row, then a ``TOTAL`` line (first group column) when grouped."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*report.by, *METRICS])
+    for row in report.rows:
+        writer.writerow([*("" if v is None else v for v in row.group), *_cells(row.totals)])
+    if report.by or not report.rows:
+        label = [TOTAL_LABEL, *([""] * (len(report.by) - 1))] if report.by else []
+        writer.writerow([*label, *_cells(report.total)])
+    return buffer.getvalue()
+
+
+def to_table(report: SpendReport) -> str:
+    """Aligned text for humans: group columns left, numbers right, a rule, then the TOTAL line.
+
+    Ungrouped, the one line is the total itself.
+    """
+    by = report.by or ("",)
+    groups = len(by)
+    headings = [*by, *(_TABLE_HEADINGS[m] for m in METRICS)]
+    body = (
+        [[*("-" if v is None else v for v in r.group), *_cells(r.totals)] for r in report.rows]
+        if report.by
+        else []
+    )
+    total = [TOTAL_LABEL, *([""] * (groups - 1)), *_cells(report.total)]
+    widths = [len(h) for h in headings]
+    for line in [*body, total]:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, line, strict=True)]
+
+    def line_of(cells: Sequence[str]) -> str:
+        parts = [
+            cell.ljust(width) if index < groups else cell.rjust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    title = f"spend {iso(report.window.since)} .. {iso(report.window.until)} (until exclusive)"
+    lines = [title, line_of(headings), "  ".join("-" * w for w in widths)]
+    lines.extend(line_of(line) for line in body)
+    if body:
+        lines.append("  ".join("=" * w for w in widths))
+    lines.append(line_of(total))
+    return "\n".join(lines) + "\n"
+
+
+def render(report: SpendReport, fmt: str) -> str:
+    if fmt == "json":
+        return to_json(report).decode("utf-8")
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "table":
+        return to_table(report)
+    raise ReportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
