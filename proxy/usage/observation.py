@@ -22,6 +22,13 @@ class Observation:
     # background response, batch, fine-tuning job): meter once per id.
     dedupe_id: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    # Kind of object ``dedupe_id`` names (``chat.completion``, ``response``, ``batch``).
+    dedupe_kind: str | None = None
+    # True when this response should have carried usage (a billable call that succeeded or was
+    # cut): with no usage, the meter estimates. False for free endpoints, errors and queued work.
+    usage_expected: bool = False
+    # Generated text seen in a stream (content, tool-call arguments, refusals): estimation input.
+    output_text: str = ""
 
 
 class Tap(Protocol):

@@ -1,0 +1,205 @@
+"""Per-endpoint usage extractors: parsed OpenAI JSON -> ``pricing.usage.Usage`` (pure).
+
+Shapes (transcribed from the OpenAI OpenAPI spec, snapshot f85dbe2 of 2026-08-21):
+
+* Chat / legacy completions ``CompletionUsage``: ``prompt_tokens``, ``completion_tokens`` with
+  ``prompt_tokens_details.{cached_tokens, cache_write_tokens, audio_tokens, image_tokens}`` and
+  ``completion_tokens_details.{reasoning_tokens, audio_tokens, accepted_prediction_tokens,
+  rejected_prediction_tokens}``. Totals include the details.
+* Responses / Batch ``ResponseUsage``: ``input_tokens``, ``output_tokens`` with
+  ``input_tokens_details.{cached_tokens, cache_write_tokens}`` and
+  ``output_tokens_details.reasoning_tokens``.
+* Embeddings: ``prompt_tokens`` only.
+* Images (gpt-image): ``input_tokens``/``output_tokens`` with ``input_tokens_details.{text,image}_tokens``
+  and (optional) ``output_tokens_details.{text,image}_tokens``.
+* Transcriptions: ``{"type": "tokens", input_tokens, input_token_details.{text,audio}_tokens,
+  output_tokens}`` (note: ``input_token_details``, singular) or ``{"type": "duration", "seconds"}``.
+* Realtime-style ``input_token_details`` / ``output_token_details`` are accepted everywhere too.
+
+Missing details are 0; malformed values (non-int, negative) are treated as 0 rather than raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pricing.usage import Usage
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value if value > 0 else 0
+    if isinstance(value, float) and value > 0:
+        return int(value)
+    return 0
+
+
+def _obj(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
+    for key in keys:
+        found = usage.get(key)
+        if isinstance(found, dict):
+            return found
+    return {}
+
+
+def completion_usage(usage: Mapping[str, Any]) -> Usage:
+    """Chat completions and legacy completions (``CompletionUsage``)."""
+    pin = _details(usage, "prompt_tokens_details", "input_tokens_details")
+    out = _details(usage, "completion_tokens_details", "output_tokens_details")
+    return Usage(
+        input_tokens=_int(usage.get("prompt_tokens")),
+        cached_input_tokens=_int(pin.get("cached_tokens")),
+        cache_write_tokens=_int(pin.get("cache_write_tokens")),
+        audio_input_tokens=_int(pin.get("audio_tokens")),
+        image_input_tokens=_int(pin.get("image_tokens")),
+        output_tokens=_int(usage.get("completion_tokens")),
+        reasoning_tokens=_int(out.get("reasoning_tokens")),
+        audio_output_tokens=_int(out.get("audio_tokens")),
+        image_output_tokens=_int(out.get("image_tokens")),
+        accepted_prediction_tokens=_int(out.get("accepted_prediction_tokens")),
+        rejected_prediction_tokens=_int(out.get("rejected_prediction_tokens")),
+    )
+
+
+def responses_usage(usage: Mapping[str, Any]) -> Usage:
+    """Responses, compact, Batch, images and realtime (``input_tokens`` / ``output_tokens``)."""
+    pin = _details(usage, "input_tokens_details", "input_token_details")
+    out = _details(usage, "output_tokens_details", "output_token_details")
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")),
+        cached_input_tokens=_int(pin.get("cached_tokens")),
+        cache_write_tokens=_int(pin.get("cache_write_tokens")),
+        audio_input_tokens=_int(pin.get("audio_tokens")),
+        image_input_tokens=_int(pin.get("image_tokens")),
+        output_tokens=_int(usage.get("output_tokens")),
+        reasoning_tokens=_int(out.get("reasoning_tokens")),
+        audio_output_tokens=_int(out.get("audio_tokens")),
+        image_output_tokens=_int(out.get("image_tokens")),
+    )
+
+
+def embeddings_usage(usage: Mapping[str, Any]) -> Usage:
+    return Usage(input_tokens=_int(usage.get("prompt_tokens")))
+
+
+def transcription_usage(usage: Mapping[str, Any]) -> Usage:
+    """``type: tokens`` -> tokens; ``type: duration`` -> ``audio_seconds`` units (exact Decimal)."""
+    if usage.get("type") == "duration" or ("seconds" in usage and "input_tokens" not in usage):
+        seconds = _decimal(usage.get("seconds"))
+        return Usage(units={"audio_seconds": seconds}) if seconds is not None else Usage()
+    return responses_usage(usage)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        # str() first: a float's repr is the shortest exact decimal of what OpenAI sent.
+        result = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return result if result.is_finite() and result >= 0 else None
+
+
+def usage_for_shape(usage: Mapping[str, Any]) -> Usage:
+    """Whatever the shape, pick the right reader (used for SSE terminal events of any endpoint)."""
+    if "prompt_tokens" in usage or "completion_tokens" in usage:
+        if "completion_tokens" in usage:
+            return completion_usage(usage)
+        return embeddings_usage(usage)
+    if usage.get("type") in ("tokens", "duration") or "seconds" in usage:
+        return transcription_usage(usage)
+    return responses_usage(usage)
+
+
+# --- built-in tools (Responses ``output[]``) ----------------------------------------------------
+
+
+class ToolCounter:
+    """Counts per-call tool fees: ``web_search_call`` and ``file_search_call`` items, distinct
+    ``code_interpreter_call.container_id`` values. Items are de-duplicated by their ``id`` so a
+    stream's ``output_item.done`` events and the terminal ``output[]`` never count twice."""
+
+    __slots__ = ("_containers", "_file", "_seen", "_web")
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+        self._web = 0
+        self._file = 0
+        self._containers: set[str] = set()
+
+    def add(self, item: Any) -> None:
+        if not isinstance(item, dict):
+            return
+        kind = item.get("type")
+        if kind not in ("web_search_call", "file_search_call", "code_interpreter_call"):
+            return
+        item_id = item.get("id")
+        if isinstance(item_id, str):
+            if item_id in self._seen:
+                return
+            self._seen.add(item_id)
+        if kind == "web_search_call":
+            self._web += 1
+        elif kind == "file_search_call":
+            self._file += 1
+        else:
+            container = item.get("container_id")
+            if isinstance(container, str) and container:
+                self._containers.add(container)
+
+    def add_all(self, items: Any) -> None:
+        if isinstance(items, list):
+            for item in items:
+                self.add(item)
+
+    def units(self) -> dict[str, Decimal]:
+        units: dict[str, Decimal] = {}
+        if self._web:
+            units["web_search_calls"] = Decimal(self._web)
+        if self._file:
+            units["file_search_calls"] = Decimal(self._file)
+        if self._containers:
+            units["containers"] = Decimal(len(self._containers))
+        return units
+
+
+def tool_units(output: Iterable[Any]) -> dict[str, Decimal]:
+    counter = ToolCounter()
+    for item in output:
+        counter.add(item)
+    return counter.units()
+
+
+# --- per-unit endpoints priced from the request ----------------------------------------------
+
+
+def dalle_image_units(
+    request: Mapping[str, Any], images_returned: int | None
+) -> dict[str, Decimal]:
+    """DALL·E returns no usage: ``image:<quality>:<size>`` x n from the request (defaults per spec:
+    quality ``standard``, size ``1024x1024``, n 1). ``images_returned`` (``len(data)``) wins over n."""
+    quality = request.get("quality")
+    quality = quality if isinstance(quality, str) and quality and quality != "auto" else "standard"
+    size = request.get("size")
+    size = size if isinstance(size, str) and size and size != "auto" else "1024x1024"
+    count = images_returned if images_returned is not None else _int(request.get("n")) or 1
+    return {f"image:{quality}:{size}": Decimal(count)} if count else {}
+
+
+def speech_characters(request: Mapping[str, Any]) -> dict[str, Decimal]:
+    text = request.get("input")
+    return {"characters": Decimal(len(text))} if isinstance(text, str) else {}
+
+
+def obj(value: Any) -> Mapping[str, Any]:
+    """A dict or an empty mapping (for callers walking untrusted JSON)."""
+    return _obj(value)
