@@ -338,6 +338,9 @@ class Metrics:
         )
         if usage_tier is not None:
             self._set_tier(usage_tier)
+        # Export the error series at 0 from the start, so "no errors" reads as 0, not "no data".
+        for stage in ("metrics", "ratelimit_headers"):
+            self._errors(stage)
 
     # --- RecordSink ------------------------------------------------------------------------------
 
