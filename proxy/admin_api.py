@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.errors import bad_request
 from proxy.reporting import (
+    METRICS,
     ReportError,
     SpendReport,
     SpendRow,
@@ -39,7 +40,7 @@ from proxy.reporting import (
     to_json,
     to_table,
 )
-from storage.reports import RecordsQuery, SpendQuery, fetch_records, spend
+from storage.queries import fetch_records, spend
 
 Clock = Callable[[], datetime]
 
@@ -63,25 +64,15 @@ async def load_report(
     model: str | None = None,
 ) -> SpendReport:
     """Query the ledger and shape the report (shared by the CLI and ``/meter/spend``)."""
-    groups = await spend(
-        engine, SpendQuery(since=window.since, until=window.until, by=by, team=team, model=model)
-    )
+    filters = {name: value for name, value in (("team", team), ("model", model)) if value}
+    groups = await spend(engine, since=window.since, until=window.until, by=by, filters=filters)
     rows = (
         SpendRow(
-            g.group,
-            Totals(
-                requests=g.requests,
-                input_tokens=g.input_tokens,
-                cached_input_tokens=g.cached_input_tokens,
-                output_tokens=g.output_tokens,
-                reasoning_tokens=g.reasoning_tokens,
-                cost_usd=g.cost_usd,
-                unpriced_requests=g.unpriced_requests,
-                estimated_requests=g.estimated_requests,
-            ),
+            tuple(group[dim] for dim in by),
+            Totals(**{name: group[name] for name in METRICS}),
         )
-        for g in groups
-        if g.requests
+        for group in groups
+        if group["requests"]
     )
     return build_report(window, by, rows)
 
@@ -154,13 +145,11 @@ async def records_handler(request: web.Request) -> web.StreamResponse:
         return bad_request(str(exc), code="invalid_report_parameter")
     records = await fetch_records(
         request.app[ADMIN_ENGINE_KEY],
-        RecordsQuery(
-            limit=limit,
-            since=since,
-            until=until,
-            team=_optional(query, "team"),
-            model=_optional(query, "model"),
-        ),
+        limit=limit,
+        since=since,
+        until=until,
+        team=_optional(query, "team"),
+        model=_optional(query, "model"),
     )
     body = orjson.dumps({"records": [record_json(r) for r in records]})
     return web.Response(body=body, content_type="application/json")
