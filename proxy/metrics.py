@@ -3,8 +3,9 @@
 Names and labels are DESIGN's contract (prefix ``openai_meter_``) plus the OpenTelemetry GenAI-style
 ``gen_ai_client_token_usage`` / ``gen_ai_client_operation_duration_seconds``. Every label is bounded:
 
-* ``model``: the price catalog's models (a dated snapshot such as ``gpt-4o-mini-2024-07-18`` falls
-  back to its catalog base ``gpt-4o-mini``), everything else ``other``;
+* ``model``: the price catalog's models (a snapshot or alias such as ``gpt-4o-mini-2024-07-18``
+  resolves to its catalog model ``gpt-4o-mini`` through ``canonical``, e.g. ``PriceBook.canonical``;
+  without it a dated suffix is stripped), everything else ``other``;
 * ``team``: configured teams, everything else ``unassigned``;
 * ``endpoint``: :data:`proxy.endpoints.ENDPOINTS`; ``service_tier``: OpenAI's tiers or ``other``;
 * ``user`` / ``key`` labels exist only when enabled, and stop growing at ``max_identity_values``
@@ -22,13 +23,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Final, Generic, TypeVar
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from proxy.endpoints import ENDPOINTS
+from proxy.exchange import Exchange
 from proxy.ratelimits import parse_ratelimit_headers, tier_limits
 from storage.record import UsageRecord
 
@@ -102,10 +105,16 @@ def status_class(status_code: int | None) -> str:
 class LabelBounds:
     """Maps raw values to bounded label values. Pure; caches are bounded too."""
 
-    def __init__(self, models: Iterable[str], teams: Iterable[str]) -> None:
+    def __init__(
+        self,
+        models: Iterable[str],
+        teams: Iterable[str],
+        canonical: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._models = frozenset(models)
         self._teams = frozenset(teams) | {UNASSIGNED}
         self._endpoints = frozenset(ENDPOINTS)
+        self._canonical = canonical
         self._model_cache: dict[str, str] = {}
 
     @property
@@ -126,6 +135,9 @@ class LabelBounds:
     def _resolve_model(self, raw: str) -> str:
         if raw in self._models:
             return raw
+        if self._canonical is not None:
+            resolved = self._canonical(raw)
+            return resolved if resolved is not None and resolved in self._models else OTHER
         base = _SNAPSHOT_SUFFIX.sub("", raw)
         if base != raw and base in self._models:
             return base
@@ -197,8 +209,9 @@ class Metrics:
         key_labels: bool = False,
         usage_tier: str | None = None,
         max_identity_values: int = 1000,
+        canonical: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.bounds = LabelBounds(models, teams)
+        self.bounds = LabelBounds(models, teams, canonical)
         self._user_labels = user_labels
         self._key_labels = key_labels
         self._users = _CappedValues(max_identity_values)
@@ -407,6 +420,10 @@ class Metrics:
     def metering_error(self, stage: str) -> None:
         self._errors(self._stages(stage)).inc()
 
+    def on_error(self, stage: str, exc: BaseException) -> None:
+        """Adapter for ``UsageMeter(on_error=...)`` and ``build_app(on_metering_error=...)``."""
+        self.metering_error(stage)
+
     def estimated(self, endpoint: str, reason: str) -> None:
         """Counted by :meth:`submit` for records with ``usage_source == "estimated"``; call this
         directly only for estimates that never become a record."""
@@ -449,6 +466,45 @@ class Metrics:
             self.metering_error(stage)
 
 
+class MetricsStage:
+    """A :class:`proxy.exchange.RequestStage` feeding what records do not carry: the upstream's
+    rate-limit headers (per resolved model) and the proxy's own overhead for the call.
+
+    Overhead = request-side work before the upstream got the request (reading the body, stages,
+    usage injection) + tail work after the upstream body ended (rewriter flush, end of response).
+    Time spent waiting on the upstream is not overhead.
+    """
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        return None
+
+    def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
+        metrics = self._metrics
+        headers = exchange.response_headers
+        if headers is not None:
+            metrics.observe_ratelimit_headers(headers, model=record.model)
+        overhead = call_overhead_s(exchange)
+        if overhead is not None:
+            metrics.observe_overhead(overhead)
+
+
+def call_overhead_s(exchange: Exchange) -> float | None:
+    """The proxy's own time in a call (see :class:`MetricsStage`); None if it never reached upstream."""
+    sent = exchange.upstream_sent_monotonic
+    if sent is None:
+        return None
+    overhead = max(0.0, sent - exchange.started_monotonic)
+    done, finished = exchange.upstream_done_monotonic, exchange.finished_monotonic
+    if done is not None and finished is not None:
+        overhead += max(0.0, finished - done)
+    return overhead
+
+
 __all__ = [
     "DURATION_BUCKETS",
     "OVERHEAD_BUCKETS",
@@ -456,5 +512,7 @@ __all__ = [
     "TTFT_BUCKETS",
     "LabelBounds",
     "Metrics",
+    "MetricsStage",
+    "call_overhead_s",
     "status_class",
 ]

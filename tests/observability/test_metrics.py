@@ -10,7 +10,8 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry, generate_latest
 
-from proxy.metrics import LabelBounds, Metrics, status_class
+from proxy.exchange import Exchange
+from proxy.metrics import LabelBounds, Metrics, MetricsStage, call_overhead_s, status_class
 from storage.record import UsageRecord
 
 T0 = datetime(2026, 11, 5, 12, 0, tzinfo=UTC)
@@ -297,3 +298,62 @@ class TestOtherMoments:
         _, reg_b = make()
         a.submit(record())
         assert label_values(reg_b, "openai_meter_requests_total", "model") == set()
+
+
+class TestCanonicalResolver:
+    def test_catalog_resolver_decides_the_model_label(self) -> None:
+        aliases = {"gpt-4o-mini-2024-07-18": "gpt-4o-mini", "chatgpt-4o-latest": "gpt-4o"}
+        bounds = LabelBounds(MODELS, (), canonical=aliases.get)
+        assert bounds.model("chatgpt-4o-latest") == "gpt-4o"
+        assert bounds.model("gpt-4o-mini-2024-07-18") == "gpt-4o-mini"
+        assert bounds.model("gpt-4o-2024-08-06") == "other"  # the catalog does not know it
+
+    def test_resolver_answer_outside_the_label_set_is_still_other(self) -> None:
+        bounds = LabelBounds(MODELS, (), canonical=lambda m: "not-in-models")
+        assert bounds.model("x") == "other"
+
+
+class TestStage:
+    def _exchange(self, **times: float | None) -> Exchange:
+        exchange = Exchange(
+            method="POST",
+            path="/v1/chat/completions",
+            query_string="",
+            endpoint="chat.completions",
+            request_headers={},
+            started_monotonic=100.0,
+        )
+        for name, value in times.items():
+            setattr(exchange, name, value)
+        return exchange
+
+    def test_overhead_is_the_proxys_own_time_not_the_upstreams(self) -> None:
+        exchange = self._exchange(
+            upstream_sent_monotonic=100.0003,
+            upstream_done_monotonic=102.0,
+            finished_monotonic=102.0002,
+        )
+        assert call_overhead_s(exchange) == pytest.approx(0.0005)
+        assert call_overhead_s(self._exchange()) is None  # never reached the upstream
+
+    async def test_stage_feeds_ratelimit_headers_and_overhead(self) -> None:
+        metrics, reg = make()
+        exchange = self._exchange(
+            upstream_sent_monotonic=100.0002, upstream_done_monotonic=101.0,
+            finished_monotonic=101.0001,
+        )  # fmt: skip
+        exchange.response_headers = CIMultiDict({"x-ratelimit-remaining-requests": "7"})
+        stage = MetricsStage(metrics)
+        assert await stage.on_request(exchange) is None
+        stage.on_record(exchange, record())
+        assert value(reg, "openai_meter_upstream_ratelimit_remaining", kind="requests",
+                     model="gpt-4o-mini") == 7  # fmt: skip
+        assert value(reg, "openai_meter_proxy_overhead_seconds_count") == 1
+        assert value(reg, "openai_meter_proxy_overhead_seconds_sum") == pytest.approx(0.0003)
+
+    def test_on_error_adapter_counts_by_stage(self) -> None:
+        metrics, reg = make()
+        metrics.on_error("tap", RuntimeError("boom"))
+        assert value(reg, "openai_meter_metering_errors_total", stage="tap") == 1
+        # Known stages are exported at 0 from the start: "no errors" is 0, not "no data".
+        assert value(reg, "openai_meter_metering_errors_total", stage="metrics") == 0
