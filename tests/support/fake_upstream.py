@@ -211,7 +211,7 @@ class FakeUpstream:
         seen = SeenRequest(
             method=request.method,
             path=request.raw_path.split("?", 1)[0],
-            query=request.query_string,
+            query=request.rel_url.raw_query_string,
             headers=CIMultiDictProxy(CIMultiDict(request.headers)),
             body=body,
             body_size=size,
@@ -557,7 +557,7 @@ class FakeUpstream:
                 "method": seen.method,
                 "path": seen.path,
                 "query": seen.query,
-                "headers": {k: v for k, v in seen.headers.items()},
+                "headers": {str(k): v for k, v in seen.headers.items()},
                 "bytes": seen.body_size,
                 "sha256": seen.body_sha256,
             },
