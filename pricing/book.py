@@ -1,0 +1,225 @@
+"""The price book: the loaded catalog plus configuration, answering ``price(usage, model, tier, at)``.
+
+Create one at start-up (``PriceBook.load(...)``) and pass it in; it holds no global state. Lookups
+are cached per model name and per (entry, tier, variant), so the hot path is a dict lookup, a
+short scan of a model's dated entries and a few ``Decimal`` multiply-adds.
+
+Costs are exact ``Decimal`` values with at most 10 decimal places, matching the ledger's
+``NUMERIC(20,10)`` (see :mod:`pricing.engine`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Final
+
+from pricing.cost import Cost
+from pricing.engine import ToolRate, compute_cost
+from pricing.load import parse_catalog, shipped_catalog_texts
+from pricing.overrides import apply_overrides, check_percent
+from pricing.plan import TIERS, PlanSet, compile_plans
+from pricing.resolve import Resolved, resolve
+from pricing.schema import CatalogFile, Entry, ToolPrice
+from pricing.usage import Usage
+
+TIER_ALIASES: Final[Mapping[str | None, str]] = MappingProxyType(
+    {
+        None: "standard",
+        "": "standard",
+        "default": "standard",
+        "auto": "standard",
+        "standard": "standard",
+        "batch": "batch",
+        "flex": "flex",
+        "priority": "priority",
+        "fast": "priority",  # the API reports "fast" requests as priority
+        "scale": "scale",
+    }
+)
+"""Response ``service_tier`` values (and the caller's ``batch``) -> catalog tier."""
+
+_CACHE_LIMIT: Final = 4096
+
+
+def normalize_tier(tier: str | None) -> str | None:
+    return TIER_ALIASES.get(tier.lower() if tier else tier)
+
+
+def _utc_date(at: datetime) -> date:
+    if at.tzinfo is not None:
+        at = at.astimezone(UTC)
+    return at.date()
+
+
+@dataclass(frozen=True, slots=True)
+class _Period:
+    start: date
+    end: date | None
+    entry: Entry
+
+
+class PriceBook:
+    """Satisfies :class:`pricing.cost.Pricer`."""
+
+    def __init__(
+        self,
+        files: Iterable[CatalogFile],
+        *,
+        overrides: Mapping[str, Mapping[str, Decimal]] | None = None,
+        discount_percent: Decimal = Decimal(0),
+        model_discount_percent: Mapping[str, Decimal] | None = None,
+    ) -> None:
+        entries: list[Entry] = []
+        tools: list[ToolPrice] = []
+        for catalog in files:
+            entries.extend(catalog.entries)
+            tools.extend(catalog.tools)
+        entries, self._overridden = apply_overrides(entries, overrides or {})
+        self._entries: tuple[Entry, ...] = tuple(entries)
+        self._tools: tuple[ToolPrice, ...] = tuple(tools)
+        self._names: dict[str, str] = {}
+        periods: dict[str, list[_Period]] = {}
+        for entry in entries:
+            for name in (entry.model, *entry.aliases, *entry.snapshots):
+                self._names[name] = entry.model
+            periods.setdefault(entry.model, []).append(
+                _Period(entry.effective_from, entry.effective_until, entry)
+            )
+        self._periods = {m: sorted(p, key=lambda x: x.start) for m, p in periods.items()}
+        self._discount = check_percent("discount_percent", discount_percent)
+        self._model_discount = {
+            model: check_percent(f"model_discount_percent.{model}", pct)
+            for model, pct in (model_discount_percent or {}).items()
+        }
+        fine_tunable = {e.model for e in entries if e.fine_tuned and e.fine_tuned.token_items()}
+        self._models = frozenset(self._periods) | frozenset(f"ft:{m}" for m in fine_tunable)
+        self._resolved: dict[str, Resolved | None] = {}
+        self._plans: dict[tuple[str, str, bool], PlanSet] = {}
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        overrides: Mapping[str, Mapping[str, Decimal]] | None = None,
+        discount_percent: Decimal = Decimal(0),
+        model_discount_percent: Mapping[str, Decimal] | None = None,
+    ) -> PriceBook:
+        """Load the shipped catalog (``pricing/catalog/*.yaml``) with configuration applied.
+
+        ``overrides`` is DESIGN's ``pricing.overrides``: model -> {dimension: USD per 1M tokens}
+        (see :mod:`pricing.overrides` for the dimension names); an unknown dimension raises
+        ``ValueError`` naming the model and the key.
+        """
+        return cls(
+            parse_catalog(shipped_catalog_texts()),
+            overrides=overrides,
+            discount_percent=discount_percent,
+            model_discount_percent=model_discount_percent,
+        )
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def _resolve(self, model: str) -> Resolved | None:
+        try:
+            return self._resolved[model]
+        except KeyError:
+            pass
+        found = resolve(model, self._names)
+        if len(self._resolved) >= _CACHE_LIMIT:
+            self._resolved.clear()  # model names come from clients: keep the cache bounded
+        self._resolved[model] = found
+        return found
+
+    def models(self) -> frozenset[str]:
+        """Canonical catalog model names (``ft:<base>`` for bases with fine-tuned prices)."""
+        return self._models
+
+    def canonical(self, model: str | None) -> str | None:
+        """The catalog model a name (snapshot, alias, ``ft:…``) resolves to, or ``None``."""
+        if not model:
+            return None
+        found = self._resolve(model)
+        if found is None:
+            return None
+        return f"ft:{found.model}" if found.fine_tuned else found.model
+
+    def entry_at(self, model: str, at: date) -> Entry | None:
+        """The entry of catalog model ``model`` in effect on ``at`` (UTC date)."""
+        for period in self._periods.get(model, ()):
+            if period.start <= at and (period.end is None or at < period.end):
+                return period.entry
+        return None
+
+    def entries(self) -> tuple[Entry, ...]:
+        return self._entries
+
+    # -- pricing ----------------------------------------------------------------------------
+
+    def price(self, usage: Usage, model: str | None, tier: str | None, at: datetime) -> Cost:
+        """Price one call. Unpriced calls come back with ``total=None`` and a reason."""
+        if not model:
+            return Cost(total=None, price_ref=None, unpriced_reason="no model")
+        tier_name = normalize_tier(tier)
+        if tier_name is None:
+            return Cost(None, None, unpriced_reason=f"unknown service tier {tier!r}")
+        found = self._resolve(model)
+        if found is None:
+            return Cost(None, None, unpriced_reason=f"unknown model {model!r}")
+        day = _utc_date(at)
+        entry = self.entry_at(found.model, day)
+        if entry is None:
+            return Cost(
+                None, None, unpriced_reason=f"no price for {found.model} in effect on {day}"
+            )
+        plans = self._plan_set(entry, tier_name, found.fine_tuned)
+        plan = plans.base
+        if plans.long is not None and usage.input_tokens > (plans.long_above or 0):
+            plan = plans.long
+        tools = self._tool_rates(found.model, day) if usage.units else None
+        discount = self._model_discount.get(found.model, self._discount)
+        return compute_cost(usage, plan, tools, discount)
+
+    def _plan_set(self, entry: Entry, tier: str, fine_tuned: bool) -> PlanSet:
+        key = (entry.key, tier, fine_tuned)
+        plans = self._plans.get(key)
+        if plans is None:
+            suffix = "+override" if entry.model in self._overridden else ""
+            plans = compile_plans(entry, tier, fine_tuned=fine_tuned, ref_suffix=suffix)
+            self._plans[key] = plans
+        return plans
+
+    def plans(self, entry: Entry, *, fine_tuned: bool = False) -> dict[str, PlanSet]:
+        """Every tier's compiled rates for an entry (for listings)."""
+        return {tier: self._plan_set(entry, tier, fine_tuned) for tier in TIERS}
+
+    def tool_prices_at(self, at: date) -> list[ToolPrice]:
+        return [
+            t
+            for t in self._tools
+            if t.effective_from <= at and (t.effective_until is None or at < t.effective_until)
+        ]
+
+    def _tool_rates(self, model: str, at: date) -> dict[str, ToolRate]:
+        rates: dict[str, ToolRate] = {}
+        for tool in self.tool_prices_at(at):
+            specific = model in tool.models
+            if not specific and "*" not in tool.models:
+                continue
+            if tool.unit in rates and not specific:
+                continue
+            rates[tool.unit] = ToolRate(
+                tool.unit, tool.rate, Decimal(tool.per), f"{tool.unit}@{tool.effective_from}"
+            )
+        return rates
+
+    def file_search_storage_cost(self, gb: Decimal, days: Decimal, at: date) -> Decimal | None:
+        """Vector-store storage: ``gb`` GB kept ``days`` days, less the free allowance per day."""
+        for tool in self.tool_prices_at(at):
+            if tool.unit == "file_search_storage_gb_days":
+                billable = max(gb - (tool.free_quantity or Decimal(0)), Decimal(0))
+                return billable * days * tool.rate / Decimal(tool.per)
+        return None
