@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.usage.rewrite import (
+    UsageChunkStripper,
+    inject_include_usage,
+    is_usage_only_event,
+    needs_injection,
+)
+from proxy.usage.sse import SSEDecoder
+from tests.support.usage_data import bytewise, chunked, cuts, raw
+
+
+def strip(pieces: list[bytes]) -> bytes:
+    stripper = UsageChunkStripper()
+    return b"".join(stripper.feed(p) for p in pieces) + stripper.flush()
+
+
+def events(data: bytes) -> list[object]:
+    decoder = SSEDecoder()
+    found = decoder.feed(data) + decoder.finish()
+    out: list[object] = []
+    for event in found:
+        if event.data == b"[DONE]":
+            out.append("[DONE]")
+            continue
+        obj = orjson.loads(event.data)
+        obj.pop("usage", None)  # the injected ``"usage":null`` key is the only other change
+        out.append(obj)
+    return out
+
+
+# --- request side ---------------------------------------------------------------------------
+
+
+def test_injection_splices_the_flag_and_keeps_the_clients_bytes() -> None:
+    body = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    request = orjson.loads(body)
+    assert needs_injection(request)
+    out = inject_include_usage(body, request)
+    assert out == b'{"stream_options":{"include_usage":true},' + body[1:]
+    assert orjson.loads(out) == {**request, "stream_options": {"include_usage": True}}
+
+
+def test_injection_keeps_other_stream_options() -> None:
+    request = {"model": "m", "stream": True, "stream_options": {"include_obfuscation": False}}
+    out = orjson.loads(inject_include_usage(orjson.dumps(request), request))
+    assert out["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+
+
+@pytest.mark.parametrize(
+    "request_json",
+    [
+        {"model": "m", "stream": True, "stream_options": {"include_usage": True}},
+        {"model": "m", "stream": False},
+        {"model": "m"},
+    ],
+)
+def test_no_injection_when_client_asked_or_not_streaming(request_json: dict[str, object]) -> None:
+    assert not needs_injection(request_json)
+
+
+# --- response side --------------------------------------------------------------------------
+
+
+def test_stripped_stream_is_what_the_client_would_have_received() -> None:
+    injected = raw("chat_stream_include_usage.sse")
+    out = strip([injected])
+    assert events(out) == events(raw("chat_stream_plain.sse"))
+    # every byte other than the usage chunk is untouched
+    usage_event = [e for e in injected.split(b"\n\n") if b'"choices":[]' in e][0] + b"\n\n"
+    assert out == injected.replace(usage_event, b"")
+
+
+def test_legacy_completions_usage_chunk_is_stripped() -> None:
+    out = strip([raw("completions_stream_include_usage.sse")])
+    assert b'"prompt_tokens"' not in out
+    assert len(events(out)) == len(events(raw("completions_stream_include_usage.sse"))) - 1
+
+
+def test_stream_without_usage_chunk_passes_unchanged() -> None:
+    data = raw("chat_stream_plain.sse")
+    assert strip(bytewise(data)) == data
+
+
+def test_only_the_usage_only_event_matches() -> None:
+    assert is_usage_only_event(b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n')
+    assert not is_usage_only_event(b'data: {"choices":[{"index":0}],"usage":{"prompt_tokens":1}}\n\n')
+    assert not is_usage_only_event(b'data: {"choices":[],"usage":null}\n\n')
+
+
+def test_complete_content_events_are_forwarded_immediately() -> None:
+    stripper = UsageChunkStripper()
+    first = raw("chat_stream_include_usage.sse").split(b"\n\n")[0] + b"\n\n"
+    assert stripper.feed(first) == first
+
+
+def test_a_partial_content_event_is_released_once_it_cannot_be_usage() -> None:
+    stripper = UsageChunkStripper()
+    event = raw("chat_stream_include_usage.sse").split(b"\n\n")[1] + b"\n\n"
+    cut = event.index(b'"choices":[{') + len(b'"choices":[{')
+    # before the choices are visible the fragment is held; once visible it goes out at once
+    assert stripper.feed(event[:20]) == b""
+    assert stripper.feed(event[20:cut]) == event[:cut]
+    assert stripper.feed(event[cut:]) == event[cut:]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    name=st.sampled_from(
+        ["chat_stream_include_usage.sse", "completions_stream_include_usage.sse", "chat_stream_reasoning_usage.sse"]
+    ),
+    positions=cuts(),
+    crlf=st.booleans(),
+)
+def test_any_split_strips_exactly_the_same_bytes(name: str, positions: list[int], crlf: bool) -> None:
+    data = raw(name)
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    whole = strip([data])
+    assert strip(chunked(data, positions)) == whole
+    assert b'"choices":[]' not in whole
+    assert whole.count(b"data: ") == data.count(b"data: ") - 1
+
+
+def test_bytewise_feed_strips_the_usage_chunk() -> None:
+    data = raw("chat_stream_include_usage.sse")
+    assert strip(bytewise(data)) == strip([data])
