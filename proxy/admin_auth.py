@@ -45,11 +45,14 @@ def admin_auth_middleware(token: str | None) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and is_admin_route(request):
-            if not token_matches(request.headers.get("Authorization"), token):
-                return unauthorized(
-                    "A valid admin token is required: Authorization: Bearer <admin.token>."
-                )
+        if (
+            token
+            and is_admin_route(request)
+            and not token_matches(request.headers.get("Authorization"), token)
+        ):
+            return unauthorized(
+                "A valid admin token is required: Authorization: Bearer <admin.token>."
+            )
         return await handler(request)
 
     return middleware

@@ -15,7 +15,11 @@ from yarl import URL
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.proxy_server import ProxyServer, settings_for
 
-CHAT_STREAM = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+CHAT_STREAM = {
+    "model": "gpt-4o-mini",
+    "stream": True,
+    "messages": [{"role": "user", "content": "x"}],
+}
 
 
 async def test_first_sse_event_arrives_while_upstream_holds_the_next(

@@ -34,7 +34,6 @@ async def _async() -> AsyncIterator[_Clients]:
         await client.close()
 
 
-
 async def test_chat_completion_objects_equal_direct_and_through_proxy(
     fake_upstream: FakeUpstream, proxy_server: ProxyServer, _async: _Clients
 ) -> None:
@@ -55,7 +54,9 @@ async def test_non_stream_bodies_are_byte_identical(
     fake_upstream: FakeUpstream, proxy_server: ProxyServer, _async: _Clients
 ) -> None:
     client = _async(proxy_server.base_url)
-    raw = await client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hi")
+    raw = await client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input="hi"
+    )
     direct = await _async(fake_upstream.url + "/v1").embeddings.with_raw_response.create(
         model="text-embedding-3-small", input="hi"
     )
@@ -92,7 +93,9 @@ async def test_responses_stream_ends_with_completed(
     assert types[-1] == "response.completed"
 
 
-async def test_sync_client_in_thread(fake_upstream: FakeUpstream, proxy_server: ProxyServer) -> None:
+async def test_sync_client_in_thread(
+    fake_upstream: FakeUpstream, proxy_server: ProxyServer
+) -> None:
     # The servers run on this test's loop, so the sync client runs in a worker thread.
     def call() -> tuple[str, str]:
         client = openai.OpenAI(api_key="sk-sync", base_url=proxy_server.base_url, max_retries=0)

@@ -100,7 +100,7 @@ async def test_forwarding_target_cannot_be_redirected(
 async def test_escapes_from_v1_are_never_sent_upstream(
     fake_upstream: FakeUpstream, proxy_server: ProxyServer, sentinel: Sentinel, path: str
 ) -> None:
-    status, body = await _raw(proxy_server.port, f"GET {path} HTTP/1.1", "Host: x\r\n")
+    status, _ = await _raw(proxy_server.port, f"GET {path} HTTP/1.1", "Host: x\r\n")
     assert status == 404
     assert fake_upstream.requests == []
     assert sentinel.connections == 0

@@ -68,7 +68,9 @@ class RecordingHooks:
             exchange.upstream_body = self.inject
             exchange.upstream_authorization = "Bearer sk-real"
         if self.refuse:
-            return error_response(429, "budget", "budget_exceeded", headers={"x-should-retry": "false"})
+            return error_response(
+                429, "budget", "budget_exceeded", headers={"x-should-retry": "false"}
+            )
         return None
 
     def on_response(self, exchange: Exchange) -> ResponsePlan:
@@ -85,13 +87,18 @@ class RecordingHooks:
 
 
 async def _run(
-    upstream: FakeUpstream, hooks: RecordingHooks, path: str = "/chat/completions", body: object = CHAT
+    upstream: FakeUpstream,
+    hooks: RecordingHooks,
+    path: str = "/chat/completions",
+    body: object = CHAT,
 ) -> tuple[int, bytes, list[tuple[str, str]]]:
     errors: list[tuple[str, str]] = []
     settings = settings_for(upstream.url)
     async with (
         ProxyServer(
-            settings, hooks=hooks, on_metering_error=lambda stage, exc: errors.append((stage, str(exc)))
+            settings,
+            hooks=hooks,
+            on_metering_error=lambda stage, exc: errors.append((stage, str(exc))),
         ) as proxy,
         aiohttp.ClientSession() as client,
         client.post(proxy.base_url + path, json=body) as response,
@@ -138,7 +145,9 @@ async def test_refusal_is_sent_and_upstream_never_called(fake_upstream: FakeUpst
     assert hooks.finished[0].status_code == 429
 
 
-async def test_upstream_body_and_authorization_override_are_sent(fake_upstream: FakeUpstream) -> None:
+async def test_upstream_body_and_authorization_override_are_sent(
+    fake_upstream: FakeUpstream,
+) -> None:
     injected = orjson.dumps({**CHAT, "stream_options": {"include_usage": True}})
     hooks = RecordingHooks(inject=injected)
     await _run(fake_upstream, hooks)

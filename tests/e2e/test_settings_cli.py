@@ -1,0 +1,171 @@
+"""Settings precedence and start-up errors, through the real ``openai-meter`` entry point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, load_settings
+
+BIN = [sys.executable, "-c", "import sys; from proxy.cli import main; sys.exit(main())"]
+
+
+def test_precedence_cli_over_env_over_file_over_default(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "listen: {host: 0.0.0.0, port: 7000}\n"
+        "upstream: {url: 'http://file.example', read_timeout_s: 60}\n"
+        "ledger: {batch_size: 10}\n"
+    )
+    env = {
+        "OPENAI_METER_CONFIG": str(config),
+        "OPENAI_METER_PORT": "7001",
+        "OPENAI_METER_UPSTREAM_URL": "http://env.example",
+        "OPENAI_METER_LEDGER__BATCH_SIZE": "20",
+        "OPENAI_METER_TEAMS__SEARCH__KEYS": '["sha256:0123456789ab"]',
+        "OPENAI_METER_TEST_POSTGRES_URL": "postgresql://ignored",  # not a setting: ignored
+    }
+    s = load_settings(environ=env, cli={"--port": (("listen", "port"), "7002")})
+    assert s.listen.port == 7002  # CLI
+    assert s.upstream.url == "http://env.example"  # env over file
+    assert s.ledger.batch_size == 20
+    assert s.listen.host == "0.0.0.0"  # file over default
+    assert s.upstream.read_timeout_s == 60
+    assert s.upstream.connect_timeout_s == 10  # default
+    assert s.teams["search"].keys == ["sha256:0123456789ab"]
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "env", "message"),
+    [
+        ("listen: {prot: 1}\n", {}, "unknown config key listen.prot (from config file"),
+        (
+            "",
+            {"OPENAI_METER_LEDGER__BACH_SIZE": "1"},
+            "unknown config key ledger.bach_size (from environment OPENAI_METER_LEDGER__BACH_SIZE)",
+        ),
+        (
+            "",
+            {"OPENAI_METER_PORT": "eighty"},
+            "invalid value for listen.port (from environment OPENAI_METER_PORT)",
+        ),
+        (
+            "upstream: {read_timeout_s: -1}\n",
+            {},
+            "invalid value for upstream.read_timeout_s (from config file",
+        ),
+        ("upstream: {url: 'ftp://x'}\n", {}, "invalid value for upstream.url (from config file"),
+        ("listen: [1, 2\n", {}, "config file"),
+    ],
+)
+def test_config_errors_name_the_key(
+    tmp_path: Path, yaml_text: str, env: dict[str, str], message: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=str(config), environ=env)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "key"),
+    [
+        (["serve", "--port", "70000"], {}, "listen.port (from command line --port)"),
+        (["serve"], {"OPENAI_METER_LISTEN__PROT": "1"}, "listen.prot"),
+        (["serve", "--config", "/nonexistent.yaml"], {}, "/nonexistent.yaml"),
+    ],
+)
+def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict[str, str], key: str) -> None:
+    result = subprocess.run(
+        [*BIN, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in result.stderr
+
+
+def test_help_lists_every_command() -> None:
+    result = subprocess.run([*BIN, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("serve", "report", "prices", "db", "keys", "encodings"):
+        assert command in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.status, response.read()
+
+
+def test_sigterm_drains_an_in_flight_stream_then_exits_0(tmp_path: Path) -> None:
+    # An upstream (the fake, in its own process) whose stream takes ~1.5 s.
+    upstream_port, proxy_port = _free_port(), _free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.fake_upstream_main", str(upstream_port), "0.3"],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    proxy = subprocess.Popen(
+        [
+            *BIN,
+            "serve",
+            "--port",
+            str(proxy_port),
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}",
+            "--no-db-upgrade",
+        ],
+        env={
+            **os.environ,
+            "OPENAI_METER_SERVER__SHUTDOWN_GRACE_S": "10",
+            "OPENAI_METER_LOGGING__LEVEL": "warning",
+        },
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if (
+                    _get(f"http://127.0.0.1:{proxy_port}/healthz")[0] == 200
+                    and _get(f"http://127.0.0.1:{upstream_port}/v1/models")[0] == 200
+                ):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
+            data=b'{"model":"m","stream":true,"messages":[]}',
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=20) as response:
+            first = response.readline()
+            assert first.startswith(b"data: ")
+            proxy.send_signal(signal.SIGTERM)
+            rest = response.read()
+        assert rest.rstrip().endswith(b"data: [DONE]")
+        assert proxy.wait(timeout=20) == 0
+        # New connections are refused once it stopped.
+        with pytest.raises(OSError):
+            _get(f"http://127.0.0.1:{proxy_port}/healthz", timeout=2)
+    finally:
+        for process in (proxy, upstream):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
