@@ -217,7 +217,8 @@ async def test_in_flight_reservations_limit_a_burst() -> None:
     for reservation in admitted:
         finish(tracker, reservation, "search", NOON, "0.25")
     assert tracker.reserved("search") == 0
-    assert tracker.spent("search", "daily") == Decimal("1.00")
+    # Overshoot is at most one call's estimate beyond the limit, not the whole burst.
+    assert tracker.spent("search", "daily") == Decimal("0.25") * len(admitted) <= Decimal("1.25")
 
 
 async def test_database_down_keeps_last_values_and_local_spend() -> None:
