@@ -1,6 +1,7 @@
 """tiktoken encodings loaded with no network at all.
 
-The BPE rank files come from the ``bpe-openai`` wheel (``bpe_openai/data/<name>.tiktoken.gz``);
+The BPE rank files come from the ``bpe-openai`` wheel (``bpe_openai/data/<name>.tiktoken.gz``, read
+as plain files);
 the encoding's ``pat_str`` and special tokens come from tiktoken's own constructor in
 ``tiktoken_ext.openai_public`` - we run that constructor with its ``load_tiktoken_bpe`` swapped for a
 reader of the bundled file (a fresh function object over the same code, so nothing global is
@@ -17,11 +18,12 @@ import base64
 import gzip
 import hashlib
 import importlib
-import importlib.resources
+import importlib.util
 import threading
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import tiktoken
@@ -66,14 +68,22 @@ def read_bundled(name: str) -> BpeFile:
         raise EncodingUnavailable(f"encoding {name!r} is not bundled (have: {sorted(BUNDLED)})")
     url, expected = BUNDLED[name]
     try:
-        resource = importlib.resources.files("bpe_openai").joinpath(f"data/{name}.tiktoken.gz")
-        data = gzip.decompress(resource.read_bytes())
-    except (ModuleNotFoundError, FileNotFoundError, OSError) as exc:
+        data = gzip.decompress((_bpe_openai_dir() / "data" / f"{name}.tiktoken.gz").read_bytes())
+    except (ModuleNotFoundError, OSError) as exc:
         raise EncodingUnavailable(f"bpe-openai does not carry {name}: {exc}") from exc
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise EncodingUnavailable(f"{name}: sha256 {actual} != expected {expected}")
     return BpeFile(name, url, actual, data)
+
+
+def _bpe_openai_dir() -> Path:
+    """Where the ``bpe_openai`` package lives, found WITHOUT importing it: its ``__init__`` eagerly
+    builds its own tokenizers (seconds of CPU and hundreds of MB we do not need)."""
+    spec = importlib.util.find_spec("bpe_openai")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the bpe-openai package is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def parse_ranks(data: bytes) -> dict[bytes, int]:

@@ -72,7 +72,7 @@ def test_stripped_stream_is_what_the_client_would_have_received() -> None:
     out = strip([injected])
     assert events(out) == events(raw("chat_stream_plain.sse"))
     # every byte other than the usage chunk is untouched
-    usage_event = [e for e in injected.split(b"\n\n") if b'"choices":[]' in e][0] + b"\n\n"
+    usage_event = next(e for e in injected.split(b"\n\n") if b'"choices":[]' in e) + b"\n\n"
     assert out == injected.replace(usage_event, b"")
 
 
@@ -89,7 +89,9 @@ def test_stream_without_usage_chunk_passes_unchanged() -> None:
 
 def test_only_the_usage_only_event_matches() -> None:
     assert is_usage_only_event(b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n')
-    assert not is_usage_only_event(b'data: {"choices":[{"index":0}],"usage":{"prompt_tokens":1}}\n\n')
+    assert not is_usage_only_event(
+        b'data: {"choices":[{"index":0}],"usage":{"prompt_tokens":1}}\n\n'
+    )
     assert not is_usage_only_event(b'data: {"choices":[],"usage":null}\n\n')
 
 
@@ -112,12 +114,18 @@ def test_a_partial_content_event_is_released_once_it_cannot_be_usage() -> None:
 @settings(max_examples=80, deadline=None)
 @given(
     name=st.sampled_from(
-        ["chat_stream_include_usage.sse", "completions_stream_include_usage.sse", "chat_stream_reasoning_usage.sse"]
+        [
+            "chat_stream_include_usage.sse",
+            "completions_stream_include_usage.sse",
+            "chat_stream_reasoning_usage.sse",
+        ]
     ),
     positions=cuts(),
     crlf=st.booleans(),
 )
-def test_any_split_strips_exactly_the_same_bytes(name: str, positions: list[int], crlf: bool) -> None:
+def test_any_split_strips_exactly_the_same_bytes(
+    name: str, positions: list[int], crlf: bool
+) -> None:
     data = raw(name)
     if crlf:
         data = data.replace(b"\n", b"\r\n")

@@ -25,7 +25,7 @@ def decode(pieces: list[bytes]) -> list[SSEEvent]:
 
 
 def test_lf_event_with_type_and_comment() -> None:
-    stream = b": keep-alive\n\nevent: response.created\ndata: {\"a\":1}\n\ndata: [DONE]\n\n"
+    stream = b': keep-alive\n\nevent: response.created\ndata: {"a":1}\n\ndata: [DONE]\n\n'
     assert decode([stream]) == [
         SSEEvent(data=b'{"a":1}', event=b"response.created"),
         SSEEvent(data=b"[DONE]"),

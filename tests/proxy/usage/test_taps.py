@@ -75,7 +75,9 @@ def test_cut_chat_stream_is_marked_cut() -> None:
 
 def test_tool_call_arguments_count_as_output() -> None:
     obs = run(ChatStreamTap(), [raw("chat_stream_tools_no_usage.sse")])
-    assert obs.output_text == 'get_current_weather{"location": "San Francisco, CA", "unit": "celsius"}'
+    assert (
+        obs.output_text == 'get_current_weather{"location": "San Francisco, CA", "unit": "celsius"}'
+    )
     assert obs.model == "gpt-4o-2024-08-06"
 
 
@@ -143,7 +145,9 @@ def test_responses_stream_cut_keeps_header_model() -> None:
 
 def test_responses_stream_without_event_lines() -> None:
     data = b"".join(
-        line + b"\n" for line in raw("responses_stream_completed.sse").split(b"\n") if not line.startswith(b"event:")
+        line + b"\n"
+        for line in raw("responses_stream_completed.sse").split(b"\n")
+        if not line.startswith(b"event:")
     )
     obs = run(ResponsesStreamTap(dedupe=True), [data])
     assert obs.usage is not None and obs.usage.input_tokens == 328
@@ -185,7 +189,9 @@ def json_tap_run(reader, name: str, pieces: int = 1) -> Observation:  # type: ig
 
 
 def test_chat_json_with_all_details() -> None:
-    obs = json_tap_run(chat_reader(retrieval=False, stored=False), "chat_completion_details.json", 7)
+    obs = json_tap_run(
+        chat_reader(retrieval=False, stored=False), "chat_completion_details.json", 7
+    )
     assert obs.usage == Usage(
         input_tokens=1117,
         cached_input_tokens=1024,
@@ -224,7 +230,9 @@ def test_responses_json_counts_built_in_tools() -> None:
 
 
 def test_background_queued_is_not_estimated() -> None:
-    obs = json_tap_run(responses_reader(retrieval=False, stored=True), "responses_background_queued.json")
+    obs = json_tap_run(
+        responses_reader(retrieval=False, stored=True), "responses_background_queued.json"
+    )
     assert obs.usage is None and not obs.usage_expected
     assert obs.extra["status"] == "queued"
 
@@ -253,7 +261,8 @@ def test_gpt_image_tokens_and_dalle_units() -> None:
         input_tokens=50, image_input_tokens=40, output_tokens=50, image_output_tokens=50
     )
     dalle = json_tap_run(
-        images_reader({"model": "dall-e-3", "quality": "hd", "size": "1024x1792"}), "images_dalle.json"
+        images_reader({"model": "dall-e-3", "quality": "hd", "size": "1024x1792"}),
+        "images_dalle.json",
     )
     assert dalle.usage == Usage(units={"image:hd:1024x1792": Decimal(1)})
     assert dalle.source == "reported" and dalle.model == "dall-e-3"
