@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from tests.support.fake_upstream import FakeUpstream
@@ -223,3 +225,52 @@ async def test_paths_outside_v1_are_not_forwarded(
             async with client.get(proxy_server.url + path) as response:
                 assert response.status == 404
     assert fake_upstream.requests == []
+
+
+async def test_sse_bytes_pass_through_unchanged_whatever_the_chunking() -> None:
+    """Upstream SSE split at arbitrary byte positions reaches the client byte-identical."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    events = b"".join(
+        b"event: response.output_text.delta\ndata: "
+        + orjson.dumps({"n": i, "delta": "\u00e9x"})
+        + b"\n\n"
+        for i in range(6)
+    )
+    splits: list[list[int]] = []
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.integers(min_value=1, max_value=len(events) - 1), max_size=8, unique=True))
+    def collect(cuts: list[int]) -> None:
+        splits.append(sorted(cuts))
+
+    collect()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        cuts = [0, *splits[int(request.query["i"])], len(events)]
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for a, b in itertools.pairwise(cuts):
+            await response.write(events[a:b])
+            await asyncio.sleep(0)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/stream", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with (
+            ProxyServer(settings_for(f"http://127.0.0.1:{port}")) as proxy,
+            aiohttp.ClientSession() as client,
+        ):
+            for i in range(len(splits)):
+                async with client.get(proxy.base_url + f"/stream?i={i}") as response:
+                    assert await response.read() == events
+    finally:
+        await runner.cleanup()
