@@ -49,17 +49,14 @@ def normalize_tier(tier: str | None) -> str | None:
     return TIER_ALIASES.get(tier.lower() if tier else tier)
 
 
-def _utc_date(at: datetime) -> date:
-    if at.tzinfo is not None:
-        at = at.astimezone(UTC)
-    return at.date()
-
-
 @dataclass(frozen=True, slots=True)
 class _Period:
     start: date
     end: date | None
     entry: Entry
+
+
+_Quote = tuple[PlanSet, Mapping[str, ToolRate], Decimal]
 
 
 class PriceBook:
@@ -99,6 +96,7 @@ class PriceBook:
         self._models = frozenset(self._periods) | frozenset(f"ft:{m}" for m in fine_tunable)
         self._resolved: dict[str, Resolved | None] = {}
         self._plans: dict[tuple[str, str, bool], PlanSet] = {}
+        self._quotes: dict[tuple[str | None, str | None, date], _Quote | Cost] = {}
 
     @classmethod
     def load(
@@ -161,6 +159,24 @@ class PriceBook:
 
     def price(self, usage: Usage, model: str | None, tier: str | None, at: datetime) -> Cost:
         """Price one call. Unpriced calls come back with ``total=None`` and a reason."""
+        day = at.date() if at.tzinfo is None or at.tzinfo is UTC else at.astimezone(UTC).date()
+        key = (model, tier, day)
+        quote = self._quotes.get(key)
+        if quote is None:
+            quote = self._quote(model, tier, day)
+            if len(self._quotes) >= _CACHE_LIMIT:
+                self._quotes.clear()  # names come from clients: keep the cache bounded
+            self._quotes[key] = quote
+        if isinstance(quote, Cost):
+            return quote
+        plans, tools, discount = quote
+        plan = plans.base
+        if plans.long is not None and usage.input_tokens > (plans.long_above or 0):
+            plan = plans.long
+        return compute_cost(usage, plan, tools, discount)
+
+    def _quote(self, model: str | None, tier: str | None, day: date) -> _Quote | Cost:
+        """Everything about a call that does not depend on its usage (cached)."""
         if not model:
             return Cost(total=None, price_ref=None, unpriced_reason="no model")
         tier_name = normalize_tier(tier)
@@ -169,19 +185,14 @@ class PriceBook:
         found = self._resolve(model)
         if found is None:
             return Cost(None, None, unpriced_reason=f"unknown model {model!r}")
-        day = _utc_date(at)
         entry = self.entry_at(found.model, day)
         if entry is None:
             return Cost(
                 None, None, unpriced_reason=f"no price for {found.model} in effect on {day}"
             )
         plans = self._plan_set(entry, tier_name, found.fine_tuned)
-        plan = plans.base
-        if plans.long is not None and usage.input_tokens > (plans.long_above or 0):
-            plan = plans.long
-        tools = self._tool_rates(found.model, day) if usage.units else None
         discount = self._model_discount.get(found.model, self._discount)
-        return compute_cost(usage, plan, tools, discount)
+        return plans, self._tool_rates(found.model, day), discount
 
     def _plan_set(self, entry: Entry, tier: str, fine_tuned: bool) -> PlanSet:
         key = (entry.key, tier, fine_tuned)

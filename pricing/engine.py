@@ -66,15 +66,20 @@ def token_buckets(usage: Usage) -> tuple[int, ...]:
     cached_audio = int(units.get("cached_audio_input_tokens", 0)) if units else 0
     cached_image = int(units.get("cached_image_input_tokens", 0)) if units else 0
     cached = usage.cached_input_tokens
-    audio_in = max(usage.audio_input_tokens - cached_audio, 0)
-    image_in = max(usage.image_input_tokens - cached_image, 0)
+    audio_in = usage.audio_input_tokens - cached_audio
+    image_in = usage.image_input_tokens - cached_image
+    if audio_in < 0:
+        audio_in = 0
+    if image_in < 0:
+        image_in = 0
     text_in = usage.input_tokens - cached - usage.cache_write_tokens - audio_in - image_in
     text_out = usage.output_tokens - usage.audio_output_tokens - usage.image_output_tokens
+    cached_text = cached - cached_audio - cached_image
     return (
-        max(text_in, 0),
-        max(cached - cached_audio - cached_image, 0),
+        text_in if text_in > 0 else 0,
+        cached_text if cached_text > 0 else 0,
         usage.cache_write_tokens,
-        max(text_out, 0),
+        text_out if text_out > 0 else 0,
         audio_in,
         cached_audio,
         usage.audio_output_tokens,
@@ -129,10 +134,10 @@ def compute_cost(
     components: list[CostComponent] = []
     total = ZERO
     if plan.token_billed:
-        buckets = token_buckets(usage)
         per_token = plan.per_token
-        rates = plan.tokens
-        for index, quantity in enumerate(buckets):
+        index = -1
+        for quantity in token_buckets(usage):
+            index += 1
             if not quantity:
                 continue
             unit_rate = per_token[index]
@@ -143,7 +148,11 @@ def compute_cost(
             total = ctx.add(total, amount)
             components.append(
                 CostComponent(
-                    TOKEN_DIMENSIONS[index], Decimal(quantity), rates[index] or ZERO, PER_1M, amount
+                    TOKEN_DIMENSIONS[index],
+                    Decimal(quantity),
+                    plan.tokens[index] or ZERO,
+                    PER_1M,
+                    amount,
                 )
             )
     billed_units = False
