@@ -14,7 +14,6 @@ import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pricing.book import PriceBook
 from proxy.app import build_app
 from proxy.attribution import AttributionStage, TeamDirectory, key_fingerprint
+from proxy.budgets import BudgetStage, BudgetTracker, limits_from_settings
 from proxy.dedupe import MemoryDedupe
 from proxy.meter import UsageMeter
 from proxy.metrics import Metrics, MetricsStage
@@ -34,6 +34,7 @@ from proxy.metrics_api import REGISTRY_KEY, metrics_handler
 from proxy.usage.encodings import Encodings
 from storage.engine import create_engine
 from storage.migrate import upgrade
+from storage.reports import spent_by_team
 from storage.spool import Spool
 from storage.writer import LedgerWriter
 from tests.support.dashboards import (
@@ -108,11 +109,19 @@ async def stack(pg: PostgresDatabases, tmp_path: Path) -> AsyncIterator[Stack]:
     )
     await writer.start()
     upstream = await RateLimitedUpstream().start()
+    budget = {"daily_usd": "10", "monthly_usd": "200"}
     settings = settings_for(
         upstream.url,
         server={"shutdown_grace_s": 1.0},
-        teams={team: {"keys": [key_fingerprint(KEYS[team])]} for team in TEAMS},
+        teams={team: {"keys": [key_fingerprint(KEYS[team])], "budget": budget} for team in TEAMS},
     )
+    tracker = BudgetTracker(
+        limits_from_settings(settings.teams),
+        lambda teams, windows, until: spent_by_team(engine, teams, windows, until),
+        timezone=settings.budgets.timezone,
+        on_gauge=metrics.set_budget,
+    )
+    await tracker.refresh()
     meter = UsageMeter(
         pricer=book,
         sinks=[writer, metrics],
@@ -120,6 +129,7 @@ async def stack(pg: PostgresDatabases, tmp_path: Path) -> AsyncIterator[Stack]:
         dedupe=MemoryDedupe(),
         stages=[
             AttributionStage(TeamDirectory.from_settings(settings.teams)),
+            BudgetStage(tracker),
             MetricsStage(metrics),
         ],
         on_error=metrics.on_error,
@@ -218,15 +228,6 @@ async def test_dashboards_and_alerts_against_real_prometheus_and_ledger(stack: S
         await stack.meter.drain()
         await _wait_ledger(stack.engine, calls)
         await stack.writer.flush()
-
-        # Budgets: the budget stage is not in this wiring; feed the gauges from the ledger so the
-        # budget panels and alert have their series (Metrics.set_budget is what that stage calls).
-        spent = await _ledger_rows(
-            stack.engine,
-            "SELECT team, COALESCE(SUM(cost_usd), 0) AS spent FROM usage_records GROUP BY team",
-        )
-        for row in spent:
-            stack.metrics.set_budget(row["team"], "daily", Decimal(row["spent"]), Decimal("10"))
 
         prom = stack.prometheus
         await prom.wait_for(
@@ -334,6 +335,22 @@ async def _assert_counters_match_ledger(stack: Stack, http: aiohttp.ClientSessio
     cost = await prom.query(http, "sum(openai_meter_cost_usd_total)")
     assert math.isclose(_series_value(cost[0]), float(totals["cost"]), rel_tol=1e-9)
     assert totals["cost"] > 0
+
+    # Budget gauges (published by the budget stage) equal each budgeted team's ledger spend.
+    spent = {
+        r["team"]: r["spent"]
+        for r in await _ledger_rows(
+            stack.engine,
+            "SELECT team, COALESCE(SUM(cost_usd), 0) AS spent FROM usage_records GROUP BY team",
+        )
+    }
+    gauges = await by('openai_meter_budget_spent_usd{period="daily"}', "team")
+    assert set(gauges) == set(TEAMS)
+    for team in TEAMS:
+        assert math.isclose(gauges[team], float(spent[team]), rel_tol=1e-9), team
+    assert await by('openai_meter_budget_limit_usd{period="monthly"}', "team") == dict.fromkeys(
+        TEAMS, 200.0
+    )
 
     unpriced = await prom.query(http, "sum(openai_meter_unpriced_requests_total)")
     assert _series_value(unpriced[0]) == totals["unpriced"] == 1
