@@ -118,3 +118,17 @@ dedupe_objects = Table(
     Column("first_seen_at", UtcDateTime(), nullable=False),
     PrimaryKeyConstraint("kind", "object_id", name="pk_dedupe_objects"),
 )
+
+# Virtual keys (issue 6, created by revision 0004_virtual_keys): ``sk-meter-...`` keys the proxy
+# issued to a team, stored only as SHA-256 (full hex) plus the public fingerprint.
+virtual_keys = Table(
+    "virtual_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("team", String(128), nullable=False),
+    Column("description", String(255), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)

@@ -7,12 +7,11 @@ import asyncio
 import os
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from proxy.admin_api import load_report
+from proxy.config import ConfigError, load_settings
 from proxy.reporting import FORMATS, ReportError, Window, parse_by, render, resolve_window
-from proxy.settings import Settings
 from storage.engine import create_engine
 
 DATABASE_URL_ENV = "OPENAI_METER_DATABASE_URL"
@@ -47,17 +46,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def database_url(args: argparse.Namespace) -> str:
     """CLI flag > environment > config file > default."""
-    if args.database_url:
-        return str(args.database_url)
-    from_env = os.environ.get(DATABASE_URL_ENV)
-    if from_env:
-        return from_env
-    if args.config:
-        import yaml
-
-        data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        return Settings.model_validate(data).database.url
-    return Settings().database.url
+    settings = load_settings(
+        config_path=args.config,
+        environ=os.environ,
+        cli={"--database-url": (("database", "url"), args.database_url)},
+    )
+    return settings.database.url
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,7 +62,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"openai-meter report: {exc}", file=sys.stderr)
         return 2
     try:
-        text = asyncio.run(_report(database_url(args), args, window, by))
+        url = database_url(args)
+    except ConfigError as exc:
+        print(f"openai-meter report: {exc}", file=sys.stderr)
+        return 2
+    try:
+        text = asyncio.run(_report(url, args, window, by))
     except Exception as exc:  # the user needs one line, not a traceback
         print(f"openai-meter report: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

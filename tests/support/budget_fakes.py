@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+
+from proxy.dedupe import MemoryDedupe
+from proxy.exchange import RequestStage
+from proxy.meter import UsageMeter
+from proxy.sinks import MemorySink
+from proxy.usage.encodings import Encodings
+from tests.support.usage_fakes import FakePricer
 
 
 @dataclass
@@ -44,3 +51,14 @@ class FakeLedger:
                 if started >= start:
                     out[team][name] += cost
         return out
+
+
+def metered_hooks(stages: Sequence[RequestStage], sink: MemorySink) -> UsageMeter:
+    """The real meter with the fake pricer (in 1.00 / out 4.00 USD per 1M) and the given stages."""
+    return UsageMeter(
+        pricer=FakePricer(),
+        sinks=[sink],
+        encodings=Encodings(),
+        dedupe=MemoryDedupe(),
+        stages=stages,
+    )
