@@ -9,10 +9,10 @@ from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from storage.bulk import insert_new
 from storage.record import UsageRecord
 from storage.rollup import rollup_deltas
-from storage.rows import record_to_row
-from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, usage_daily, usage_records
+from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, usage_daily
 
 
 def _insert(conn: AsyncConnection, table: Table) -> Any:
@@ -33,11 +33,7 @@ async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) 
     if not records:
         return 0
     by_id = {record.id: record for record in records}
-    stmt = _insert(conn, usage_records).on_conflict_do_nothing(index_elements=["id"])
-    result = await conn.execute(
-        stmt.returning(usage_records.c.id), [record_to_row(r) for r in by_id.values()]
-    )
-    inserted = [by_id[row_id] for row_id in result.scalars().all()]
+    inserted = [by_id[row_id] for row_id in await insert_new(conn, list(by_id.values()))]
     deltas = rollup_deltas(inserted)
     if deltas:
         await conn.execute(_rollup_upsert(conn), deltas)

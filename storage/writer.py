@@ -178,21 +178,26 @@ class LedgerWriter:
                 elif not await self._try_write(batch):
                     self._to_spool(batch)
                     self._enter_degraded()
-            if self._degraded and (self._stopping or time.monotonic() >= self._next_retry):
+            if self._spool.pending and self._replay_due():
                 replayed = await self._replay()
                 if not replayed and self._stopping:
                     self._to_spool(self._drain_queue())  # the database is down: keep it all spooled
                     return
             if not self._queue:
-                if not self._degraded or self._stopping:
+                if not self._spool.pending:
                     self._idle.set()
                 if self._stopping:
                     return
 
+    def _replay_due(self) -> bool:
+        return not self._degraded or self._stopping or time.monotonic() >= self._next_retry
+
     async def _next_batch(self) -> list[UsageRecord]:
         if not self._queue and not self._stopping:
             self._has_records.clear()
-            timeout = max(0.0, self._next_retry - time.monotonic()) if self._degraded else None
+            timeout = None
+            if self._spool.pending:  # wake up for the next replay attempt
+                timeout = max(0.0, self._next_retry - time.monotonic()) if self._degraded else 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._has_records.wait(), timeout)
         if self._queue and len(self._queue) < self._batch_size and not self._stopping:

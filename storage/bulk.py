@@ -1,0 +1,150 @@
+"""Fast, idempotent multi-row insert of ledger rows, one path per dialect.
+
+SQLAlchemy's generic ``insert().values(...)`` spends ~0.3 ms of Python per 40-column row; these
+paths bind plain driver values instead:
+
+* PostgreSQL: one ``INSERT … SELECT FROM unnest($1::varchar[], …) ON CONFLICT (id) DO NOTHING
+  RETURNING id`` per batch (one round trip, any batch size).
+* SQLite: look up which ids exist, then ``executemany`` an ``INSERT OR IGNORE`` of the others. The
+  ledger has one writer per SQLite file (the spool lock), so the look-up and insert see the same
+  table.
+
+Both return the ids actually inserted, so the caller adds exactly those to the rollup. Values are
+encoded as :mod:`storage.types` would (UTC times; money NUMERIC on PostgreSQL, integer 1e-10 USD on
+SQLite; JSON text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import attrgetter
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.record import UsageRecord
+from storage.schema import usage_records
+from storage.types import money_to_units, quantize_money
+
+COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in usage_records.columns)
+_JSON: Final = frozenset({"tags", "units"})
+_TIMES: Final = frozenset({"started_at", "finished_at"})
+_PG_ARRAY: Final[dict[str, str]] = {
+    "started_at": "timestamptz[]",
+    "finished_at": "timestamptz[]",
+    "status_code": "int[]",
+    "stream": "bool[]",
+    "tags": "text[]",
+    "units": "text[]",
+    "cost_usd": "numeric[]",
+    "latency_ms": "float8[]",
+    "ttft_ms": "float8[]",
+}
+_SQLITE_LOOKUP_CHUNK: Final = 500
+_ALL: Final = attrgetter(*COLUMNS)
+_I_START: Final = COLUMNS.index("started_at")
+_I_FINISH: Final = COLUMNS.index("finished_at")
+_I_TAGS: Final = COLUMNS.index("tags")
+_I_UNITS: Final = COLUMNS.index("units")
+_I_COST: Final = COLUMNS.index("cost_usd")
+_I_STREAM: Final = COLUMNS.index("stream")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
+def _json(value: Any) -> str:
+    if not value:
+        return "{}"
+    return orjson.dumps({k: str(v) for k, v in value.items()}).decode()
+
+
+def _pg_sql() -> str:
+    arrays = []
+    for index, name in enumerate(COLUMNS, start=1):
+        kind = _PG_ARRAY.get(name)
+        if kind is None:
+            kind = "bigint[]" if name.endswith("_tokens") else "text[]"
+        arrays.append(f"${index}::{kind}")
+    select = ", ".join(
+        f"{_quoted(n)}::json" if n in _JSON else f"{_quoted(n)}" for n in COLUMNS
+    )
+    return (
+        f"INSERT INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
+        f"SELECT {select} FROM unnest({', '.join(arrays)}) AS t({', '.join(map(_quoted, COLUMNS))}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id"
+    )
+
+
+_PG_SQL: Final = _pg_sql()
+_SQLITE_INSERT: Final = (
+    f"INSERT OR IGNORE INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
+    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
+)
+
+
+def _sqlite_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the ledger; use an aware (UTC) datetime")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    # SQLAlchemy's SQLite DATETIME format: sorts as text, read back by storage.types.UtcDateTime.
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _pg_time(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to the ledger; use an aware (UTC) datetime")
+    return value
+
+
+async def insert_new(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
+    """Insert records whose id is not in the ledger; returns the ids inserted."""
+    if conn.dialect.name == "postgresql":
+        return await _insert_postgresql(conn, records)
+    if conn.dialect.name == "sqlite":
+        return await _insert_sqlite(conn, records)
+    raise ValueError(f"unsupported dialect {conn.dialect.name}")
+
+
+async def _insert_postgresql(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
+    rows = [_ALL(r) for r in records]
+    arrays: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
+    arrays[_I_START] = [_pg_time(v) for v in arrays[_I_START]]
+    arrays[_I_FINISH] = [_pg_time(v) for v in arrays[_I_FINISH]]
+    arrays[_I_TAGS] = [_json(v) for v in arrays[_I_TAGS]]
+    arrays[_I_UNITS] = [_json(v) for v in arrays[_I_UNITS]]
+    arrays[_I_COST] = [None if v is None else quantize_money(v) for v in arrays[_I_COST]]
+    result = await conn.exec_driver_sql(_PG_SQL, tuple(arrays))
+    return [row[0] for row in result.all()]
+
+
+async def _insert_sqlite(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
+    ids = [r.id for r in records]
+    existing: set[str] = set()
+    for start in range(0, len(ids), _SQLITE_LOOKUP_CHUNK):
+        chunk = ids[start : start + _SQLITE_LOOKUP_CHUNK]
+        placeholders = ", ".join("?" for _ in chunk)
+        result = await conn.exec_driver_sql(
+            f"SELECT id FROM usage_records WHERE id IN ({placeholders})", tuple(chunk)
+        )
+        existing.update(row[0] for row in result.all())
+    fresh = [r for r in records if r.id not in existing]
+    if fresh:
+        await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(r) for r in fresh])
+    return [r.id for r in fresh]
+
+
+def _sqlite_row(record: UsageRecord) -> tuple[Any, ...]:
+    row = list(_ALL(record))
+    row[_I_START] = _sqlite_time(row[_I_START])
+    row[_I_FINISH] = _sqlite_time(row[_I_FINISH])
+    row[_I_TAGS] = _json(row[_I_TAGS])
+    row[_I_UNITS] = _json(row[_I_UNITS])
+    cost = row[_I_COST]
+    row[_I_COST] = None if cost is None else money_to_units(cost)
+    row[_I_STREAM] = 1 if row[_I_STREAM] else 0
+    return tuple(row)
