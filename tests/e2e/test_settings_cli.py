@@ -178,7 +178,9 @@ def _leaves(model: object, prefix: str = "") -> set[str]:
     out: set[str] = set()
     for name in type(model).model_fields:
         value = getattr(model, name)
-        out |= _leaves(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else {prefix + name}
+        out |= (
+            _leaves(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else {prefix + name}
+        )
     return out
 
 
@@ -189,7 +191,14 @@ def test_config_example_documents_every_key_with_its_default() -> None:
 
     path = Path(__file__).resolve().parents[2] / "config.example.yaml"
     data = yaml.safe_load(path.read_text())
-    documented = {f"{section}.{key}" for section, keys in data.items() if isinstance(keys, dict) and keys for key in keys}
-    documented |= {section for section, keys in data.items() if not isinstance(keys, dict) or not keys}
+    documented = {
+        f"{section}.{key}"
+        for section, keys in data.items()
+        if isinstance(keys, dict) and keys
+        for key in keys
+    }
+    documented |= {
+        section for section, keys in data.items() if not isinstance(keys, dict) or not keys
+    }
     assert _leaves(Settings()) <= documented
     assert load_settings(config_path=str(path), environ={}) == Settings()
