@@ -24,8 +24,9 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -196,6 +197,27 @@ class _Children(Generic[M]):
         return child
 
 
+@dataclass(slots=True)
+class _Series:
+    """Bounded labels and children for one raw label combination (see ``Metrics._bind``).
+
+    Only children every record touches are bound up front; token types, cost, unpriced and TTFT
+    children are created on first use, so no empty series is exported for what never happened.
+    """
+
+    endpoint: str
+    model: str
+    team: str
+    tier: str
+    ident: tuple[str, ...]
+    requests: Counter
+    duration: Histogram
+    genai_duration: Histogram
+    genai_input: Histogram
+    genai_output: Histogram
+    tokens: dict[str, Counter] = field(default_factory=dict)
+
+
 class Metrics:
     """The proxy's metrics. A :class:`storage.record.RecordSink`: ``submit`` never raises."""
 
@@ -219,6 +241,7 @@ class Metrics:
         self._stages = _CappedValues(_MAX_SMALL_LABEL_VALUES)
         self._reasons = _CappedValues(_MAX_SMALL_LABEL_VALUES)
         self._broken = False
+        self._series: dict[tuple[Any, ...], _Series] = {}
 
         identity = (("user",) if user_labels else ()) + (("key",) if key_labels else ())
 
@@ -364,43 +387,74 @@ class Metrics:
             self._fail("metrics")
 
     def _observe_record(self, record: UsageRecord) -> None:
-        bounds = self.bounds
-        endpoint = bounds.endpoint(record.endpoint)
-        model = bounds.model(record.model or record.model_requested)
-        team = bounds.team(record.team)
-        ident = self._identity(record)
-
-        self._requests(endpoint, model, team, status_class(record.status_code), *ident).inc()
-        tokens = self._tokens
+        key = (
+            record.endpoint,
+            record.model,
+            record.model_requested,
+            record.team,
+            record.status_code,
+            record.service_tier,
+            *self._identity(record),
+        )
+        s = self._series.get(key)
+        if s is None:
+            s = self._bind(key)
+        s.requests.inc()
+        tokens = s.tokens
         for type_, column in TOKEN_TYPES:
             count = getattr(record, column)
             if count:
-                tokens(endpoint, model, team, type_, *ident).inc(count)
-
+                child = tokens.get(type_)
+                if child is None:
+                    child = tokens[type_] = self._tokens(
+                        s.endpoint, s.model, s.team, type_, *s.ident
+                    )
+                child.inc(count)
         cost = record.cost_usd
         if cost is None:
-            self._unpriced(model).inc()
+            self._unpriced(s.model).inc()
         else:
-            tier = bounds.service_tier(record.service_tier)
-            self._cost(model, team, tier, *ident).inc(float(cost))
-
-        if record.usage_source == "estimated":
-            self.estimated(endpoint, record.estimate_reason or "unknown")
-
-        seconds = None if record.latency_ms is None else record.latency_ms / 1000.0
-        if seconds is not None:
-            self._duration(endpoint, model).observe(seconds)
+            self._cost(s.model, s.team, s.tier, *s.ident).inc(float(cost))
+        source = record.usage_source
+        if source == "estimated":
+            self.estimated(s.endpoint, record.estimate_reason or "unknown")
+        if record.latency_ms is not None:
+            seconds = record.latency_ms / 1000.0
+            s.duration.observe(seconds)
+            s.genai_duration.observe(seconds)
         if record.stream and record.ttft_ms is not None:
-            self._ttft(endpoint, model).observe(record.ttft_ms / 1000.0)
+            self._ttft(s.endpoint, s.model).observe(record.ttft_ms / 1000.0)
+        if source != "none":
+            s.genai_input.observe(record.input_tokens)
+            s.genai_output.observe(record.output_tokens)
 
+    def _bind(self, key: tuple[Any, ...]) -> _Series:
+        """Bounded labels and the always-used children for one raw label combination, cached."""
+        endpoint_raw, model_raw, requested_raw, team_raw, status, tier_raw = key[:6]
+        ident: tuple[str, ...] = key[6:]
+        bounds = self.bounds
+        endpoint = bounds.endpoint(endpoint_raw)
+        model = bounds.model(model_raw or requested_raw)
+        requested = bounds.model(requested_raw or model_raw)
+        team = bounds.team(team_raw)
         operation = GENAI_OPERATIONS.get(endpoint, endpoint)
-        requested = bounds.model(record.model_requested or record.model)
-        if record.usage_source != "none":
-            genai = self._genai_tokens
-            genai(operation, requested, model, "input", PROVIDER).observe(record.input_tokens)
-            genai(operation, requested, model, "output", PROVIDER).observe(record.output_tokens)
-        if seconds is not None:
-            self._genai_duration(operation, requested, model, PROVIDER).observe(seconds)
+        genai = self._genai_tokens
+        series = _Series(
+            endpoint=endpoint,
+            model=model,
+            team=team,
+            tier=bounds.service_tier(tier_raw),
+            ident=ident,
+            requests=self._requests(endpoint, model, team, status_class(status), *ident),
+            duration=self._duration(endpoint, model),
+            genai_duration=self._genai_duration(operation, requested, model, PROVIDER),
+            genai_input=genai(operation, requested, model, "input", PROVIDER),
+            genai_output=genai(operation, requested, model, "output", PROVIDER),
+        )
+        if len(self._series) >= _MAX_CACHED:
+            self._series.clear()  # raw values come from clients: keep the cache bounded
+        self._series[key] = series
+        return series
 
     def _identity(self, record: UsageRecord) -> tuple[str, ...]:
         if not (self._user_labels or self._key_labels):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 RATELIMIT_KINDS: Final[tuple[str, ...]] = ("requests", "tokens")
@@ -28,6 +29,7 @@ _UNIT_SECONDS: Final[dict[str, float]] = {
 }
 
 
+@lru_cache(maxsize=512)  # the same few reset strings repeat on every response
 def parse_reset(value: str) -> float | None:
     """``"6m0s"`` -> 360.0, ``"12ms"`` -> 0.012, ``"1h2m3.5s"`` -> 3723.5, bare ``"2"`` -> 2.0.
 
