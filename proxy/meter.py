@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from pricing.cost import Cost, Pricer
-from pricing.usage import Usage
+from pricing.usage import TOKEN_FIELDS, Usage
 from proxy.dedupe import DedupeStore
 from proxy.exchange import Exchange, RequestStage, ResponsePlan
 from proxy.usage.encodings import Encodings
@@ -50,6 +50,10 @@ _FORM_KEY: Final = "usage.form"
 # Endpoints billed even when the response never started (client gone / timeout before headers).
 _BILLABLE_POSTS: Final = frozenset({"chat.completions", "completions", "responses", "embeddings"})
 _ZERO: Final = Decimal(0)
+
+
+def _is_empty(usage: Usage) -> bool:
+    return not usage.units and not any(getattr(usage, name) for name in TOKEN_FIELDS)
 
 
 def _tier_from_request(tier: str | None) -> str | None:
@@ -290,7 +294,7 @@ class UsageMeter:
     def _price(
         self, usage: Usage | None, model: str | None, tier: str | None, at: datetime
     ) -> Cost:
-        if usage is None or usage.is_empty:
+        if usage is None or _is_empty(usage):
             return Cost(total=_ZERO, price_ref=None)
         try:
             return self._pricer.price(usage, model, tier, at)

@@ -29,6 +29,8 @@ from pricing.usage import Usage
 
 
 def _int(value: Any) -> int:
+    if type(value) is int:  # the hot path (bool is excluded: type(True) is bool)
+        return value if value > 0 else 0
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):

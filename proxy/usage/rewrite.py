@@ -56,6 +56,8 @@ _NOT_USAGE_MARKERS: Final = (b'"choices":[{', b'"usage":null', b"[DONE]")
 
 def is_usage_only_event(raw: bytes) -> bool:
     """True for a complete raw SSE event that is the injected usage-only chunk."""
+    if b'"usage":null' in raw or b'"choices":[{' in raw:
+        return False  # the common case, decided without parsing (JSON strings escape quotes)
     if b'"choices"' not in raw or b'"usage"' not in raw:
         return False
     decoder = SSEDecoder()
