@@ -137,6 +137,44 @@ class PlanSet:
     long_above: int | None = None
 
 
+def tier_rates(
+    entry: Entry, tier: str, *, fine_tuned: bool = False, long_context: bool = False
+) -> tuple[RawRates | None, str]:
+    """The listed-or-derived rates of one tier (no fallbacks), or ``None`` and why not."""
+    factor = per_1m_factor(entry)
+    explicit: dict[str, TierRates | None] = {}
+    if fine_tuned:
+        if entry.fine_tuned is None or not entry.fine_tuned.token_items():
+            return None, f"no fine-tuned price for base model {entry.model}"
+        standard = raw_rates(entry.fine_tuned, factor)
+    else:
+        standard = raw_rates(entry.standard, factor)
+        explicit = {"batch": entry.batch, "flex": entry.flex, "scale": entry.scale}
+    priority: TokenRates | None = None if fine_tuned else entry.priority
+    if long_context:
+        if entry.long_context is None or fine_tuned:
+            return None, f"no long-context price for {entry.model}"
+        standard = standard.with_tokens(raw_rates(entry.long_context.standard, factor).tokens)
+        priority = entry.long_context.priority
+        if tier == "priority" and priority is None:
+            return None, f"no long-context priority price for {entry.model}"
+    if tier == "standard":
+        return standard, ""
+    if tier in ("batch", "flex"):
+        rates = standard.scaled(HALF)
+        batch, flex = explicit.get("batch"), explicit.get("flex")
+        if batch is not None:
+            rates = rates.overlaid(raw_rates(batch, factor))
+        if tier == "flex" and flex is not None:
+            rates = rates.overlaid(raw_rates(flex, factor))
+        return rates, ""
+    block = priority if tier == "priority" else explicit.get(tier)
+    if block is None:
+        what = "fine-tuned " if fine_tuned else ""
+        return None, f"no {tier}-tier price for {what}{entry.model}"
+    return raw_rates(block, factor), ""
+
+
 def compile_plans(entry: Entry, tier: str, *, fine_tuned: bool, ref_suffix: str = "") -> PlanSet:
     factor = per_1m_factor(entry)
     prefix = "ft:" if fine_tuned else ""
@@ -148,86 +186,34 @@ def compile_plans(entry: Entry, tier: str, *, fine_tuned: bool, ref_suffix: str 
         if entry.fine_tuned.training_hours is not None:
             training_hours = tidy(entry.fine_tuned.training_hours)
     defaults = entry.image_defaults
-    common = {
-        "model": f"{prefix}{entry.model}",
-        "tier": tier,
-        "default_quality": defaults.quality if defaults else None,
-        "default_size": defaults.size if defaults else None,
-        "training_tokens": training_tokens,
-        "training_hours": training_hours,
-    }
-
-    if fine_tuned:
-        if entry.fine_tuned is None or not entry.fine_tuned.token_items():
-            standard: RawRates | None = None
-            missing = f"no fine-tuned price for base model {entry.model}"
-        else:
-            standard = raw_rates(entry.fine_tuned, factor)
-            missing = ""
-        explicit: dict[str, TierRates | None] = {}
-    else:
-        standard = raw_rates(entry.standard, factor)
-        missing = ""
-        explicit = {
-            "batch": entry.batch,
-            "flex": entry.flex,
-            "priority": entry.priority,
-            "scale": entry.scale,
-        }
-
-    def tier_rates(
-        std: RawRates | None, priority: TokenRates | None
-    ) -> tuple[RawRates | None, str]:
-        if std is None:
-            return None, missing
-        if tier == "standard":
-            return std, ""
-        if tier in ("batch", "flex"):
-            batch = std.scaled(HALF)
-            if explicit.get("batch") is not None:
-                batch = batch.overlaid(raw_rates(explicit["batch"], factor))  # type: ignore[arg-type]
-            if tier == "flex" and explicit.get("flex") is not None:
-                batch = batch.overlaid(raw_rates(explicit["flex"], factor))  # type: ignore[arg-type]
-            return batch, ""
-        block = priority if tier == "priority" else explicit.get(tier)
-        if block is None:
-            what = "fine-tuned " if fine_tuned else ""
-            return None, f"no {tier}-tier price for {what}{entry.model}"
-        return raw_rates(block, factor), ""
+    model = f"{prefix}{entry.model}"
 
     def build(rates: RawRates | None, why: str, ref_text: str) -> RatePlan:
-        if rates is None:
-            empty: tuple[Decimal | None, ...] = (None,) * len(TOKEN_DIMENSIONS)
-            return RatePlan(
-                ref=ref_text,
-                tokens=empty,
-                per_token=empty,
-                token_billed=False,
-                unavailable=why,
-                **common,  # type: ignore[arg-type]
-            )
-        full = _with_fallbacks(rates.tokens)
-        tokens = tuple(full[d] for d in TOKEN_DIMENSIONS)
-        per_token = tuple(None if r is None else r.scaleb(-6) for r in tokens)
+        tokens: tuple[Decimal | None, ...] = (None,) * len(TOKEN_DIMENSIONS)
+        if rates is not None:
+            full = _with_fallbacks(rates.tokens)
+            tokens = tuple(full[d] for d in TOKEN_DIMENSIONS)
         return RatePlan(
             ref=ref_text,
+            model=model,
+            tier=tier,
             tokens=tokens,
-            per_token=per_token,
-            token_billed=bool(rates.tokens),
-            images=MappingProxyType(dict(rates.images)),
-            per_minute=rates.per_minute,
-            per_1m_characters=rates.per_1m_characters,
-            **common,  # type: ignore[arg-type]
+            per_token=tuple(None if r is None else r.scaleb(-6) for r in tokens),
+            token_billed=rates is not None and bool(rates.tokens),
+            images=MappingProxyType(dict(rates.images)) if rates else _EMPTY_IMAGES,
+            default_quality=defaults.quality if defaults else None,
+            default_size=defaults.size if defaults else None,
+            per_minute=rates.per_minute if rates else None,
+            per_1m_characters=rates.per_1m_characters if rates else None,
+            training_tokens=training_tokens,
+            training_hours=training_hours,
+            unavailable=None if rates is not None else why,
         )
 
-    base_rates, why = tier_rates(standard, explicit.get("priority"))
+    base_rates, why = tier_rates(entry, tier, fine_tuned=fine_tuned)
     base = build(base_rates, why, ref + ref_suffix)
-    long_context = entry.long_context
-    if long_context is None or fine_tuned or standard is None:
+    if entry.long_context is None or fine_tuned:
         return PlanSet(base)
-    long_std = standard.with_tokens(raw_rates(long_context.standard, factor).tokens)
-    long_rates, long_why = tier_rates(long_std, long_context.priority)
-    if tier == "priority" and long_context.priority is None:
-        long_why = f"no long-context priority price for {entry.model}"
+    long_rates, long_why = tier_rates(entry, tier, long_context=True)
     long_plan = build(long_rates, long_why, f"{ref}/long-context{ref_suffix}")
-    return PlanSet(base, long_plan, long_context.above_input_tokens)
+    return PlanSet(base, long_plan, entry.long_context.above_input_tokens)

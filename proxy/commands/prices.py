@@ -1,16 +1,161 @@
-"""`openai-meter prices` (placeholder until its issue lands; the owner replaces this file)."""
+"""``openai-meter prices [MODEL] [--at DATE] [--format table|json]`` and ``prices check``.
+
+``prices`` lists the catalog in effect on a date (all models, or what MODEL resolves to; a
+snapshot or ``ft:`` name works). ``prices check`` compares the catalog with the ``genai-prices``
+package (``pip install 'openai-meter[check]'``) and prints where they disagree.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from datetime import UTC, date, datetime
+from typing import Any, TextIO
+
+import orjson
+
+from pricing.book import PriceBook
+from pricing.check import CheckUnavailable, compare
+from pricing.listing import price_list
+
+_TABLE_DIMENSIONS = ("input", "cached_input", "cache_write", "output")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser("prices", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    parser = subparsers.add_parser(
+        "prices",
+        help="show the price catalog (or 'prices check' to compare it with genai-prices)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model", nargs="?", help="model, snapshot or ft: name; the word 'check' runs the comparison"
+    )
+    parser.add_argument(
+        "--at",
+        type=parse_day,
+        default=None,
+        help="date (YYYY-MM-DD or ISO timestamp); default today (UTC)",
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    print("openai-meter prices: not yet available")
-    return 2
+def parse_day(text: str) -> date:
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD)") from None
+    return moment.astimezone(UTC).date() if moment.tzinfo else moment.date()
+
+
+def run(
+    args: argparse.Namespace, *, book: PriceBook | None = None, out: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    day: date = args.at or datetime.now(UTC).date()
+    book = book or PriceBook.load()
+    if args.model == "check":
+        return _check(book, day, args.format, out)
+    items = price_list(book, day, args.model)
+    if args.model and not items:
+        print(f"openai-meter prices: no price for {args.model!r} on {day}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        out.write(
+            orjson.dumps(
+                {"at": day.isoformat(), "prices": items}, option=orjson.OPT_INDENT_2
+            ).decode()
+        )
+        out.write("\n")
+    else:
+        out.write(render_table(items, day))
+    return 0
+
+
+def _other(rates: dict[str, Any]) -> str:
+    parts = [
+        f"{k}={v}" for k, v in rates.items() if k not in _TABLE_DIMENSIONS and isinstance(v, str)
+    ]
+    images = rates.get("per_image")
+    if isinstance(images, dict):
+        parts.append(f"{len(images)} image prices")
+    return " ".join(parts)
+
+
+def render_table(items: list[dict[str, Any]], day: date) -> str:
+    header = ("MODEL", "TIER", "INPUT", "CACHED", "CACHE WRITE", "OUTPUT", "OTHER", "SINCE")
+    rows: list[tuple[str, ...]] = []
+    for item in items:
+        groups = [("", item["tiers"])]
+        if "long_context" in item:
+            above = item["long_context"]["above_input_tokens"]
+            groups.append((f">{above} ", item["long_context"]["tiers"]))
+        if "fine_tuned" in item:
+            groups.append(("ft ", item["fine_tuned"]["tiers"]))
+        for label, tiers in groups:
+            for tier, rates in tiers.items():
+                rows.append(
+                    (
+                        item["model"],
+                        f"{label}{tier}",
+                        *(rates.get(d, "-") for d in _TABLE_DIMENSIONS),
+                        _other(rates),
+                        item["effective_from"],
+                    )
+                )
+        for unit, tool in item.get("tools", {}).items():
+            rows.append(
+                (item["model"], "tool", "", "", "", "", f"{unit}={tool['rate']}/{tool['per']}", "")
+            )
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [f"Prices in effect on {day} (USD per 1M tokens unless noted)"]
+    for row in [header, *rows]:
+        lines.append(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _check(book: PriceBook, day: date, fmt: str, out: TextIO) -> int:
+    at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    try:
+        result = compare(book, at)
+    except CheckUnavailable as exc:
+        print(f"openai-meter prices check: {exc}", file=sys.stderr)
+        return 2
+    if fmt == "json":
+        payload = {
+            "at": day.isoformat(),
+            "compared_models": list(result.compared_models),
+            "unknown_to_genai_prices": list(result.unknown_to_them),
+            "compared_prices": result.compared_prices,
+            "disagreements": [
+                {
+                    "model": d.model,
+                    "entry": d.entry,
+                    "tier": d.tier,
+                    "dimension": d.dimension,
+                    "ours": f"{d.ours:f}",
+                    "genai_prices": f"{d.theirs:f}",
+                    "genai_prices_model": d.their_model,
+                }
+                for d in result.disagreements
+            ],
+        }
+        out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(
+            f"Compared {result.compared_prices} prices of {len(result.compared_models)} models "
+            f"with genai-prices as of {day}; {len(result.unknown_to_them)} catalog models unknown to it.\n"
+        )
+        if not result.disagreements:
+            out.write("No disagreements.\n")
+        for d in result.disagreements:
+            out.write(
+                f"DISAGREE {d.model} {d.tier} {d.dimension}: ours {d.ours:f} ({d.entry}), "
+                f"genai-prices {d.theirs:f} ({d.their_model})\n"
+            )
+    return 1 if result.disagreements else 0
