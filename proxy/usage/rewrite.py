@@ -71,6 +71,15 @@ def is_usage_only_event(raw: bytes) -> bool:
     return isinstance(obj, dict) and obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
 
 
+def _lf_event_ends(data: bytes) -> list[int]:
+    ends: list[int] = []
+    pos = data.find(b"\n\n")
+    while pos >= 0:
+        ends.append(pos + 2)
+        pos = data.find(b"\n\n", pos + 2)
+    return ends
+
+
 class UsageChunkStripper:
     """A ``StreamRewriter`` that drops the usage-only chunk and passes everything else through."""
 
@@ -109,28 +118,38 @@ class UsageChunkStripper:
         return self._events(data)
 
     def _events(self, data: bytes) -> bytes:
-        out: list[bytes] = []
+        if b"\r" not in data:
+            ends = _lf_event_ends(data)
+        else:
+            ends = [m.end() for m in _EVENT_END.finditer(data)]
+            if ends and ends[-1] == len(data) and data[-1:] == b"\r":
+                ends.pop()  # the CR may be half of a CRLF; decide with the next chunk
         start = 0
-        for match in _EVENT_END.finditer(data):
-            end = match.end()
-            if end == len(data) and data[-1:] == b"\r":
-                break  # the CR may be half of a CRLF; decide with the next chunk
-            raw = data[start:end]
-            if not self._dropped and is_usage_only_event(raw):
-                self._dropped = True
-            else:
-                out.append(raw)
-            start = end
-        tail = data[start:]
-        if tail:
-            if self._dropped or any(marker in tail for marker in _NOT_USAGE_MARKERS):
-                out.append(tail)
-                if not self._dropped:
-                    self._passing = True
-                    self._context = tail[-3:]
-            else:
-                self._held = tail
-        return b"".join(out)
+        dropped_at = -1
+        if not self._dropped:
+            for end in ends:
+                if is_usage_only_event(data[start:end]):
+                    self._dropped = True
+                    dropped_at = start
+                    break
+                start = end
+        last = ends[-1] if ends else 0
+        if dropped_at >= 0:
+            # Everything but the usage event, which ends at the next boundary.
+            after = next(end for end in ends if end > dropped_at)
+            head = data[:dropped_at] + data[after:last]
+        else:
+            head = data[:last]
+        tail = data[last:]
+        if not tail:
+            return head
+        if self._dropped or any(marker in tail for marker in _NOT_USAGE_MARKERS):
+            if not self._dropped:
+                self._passing = True
+                self._context = tail[-3:]
+            return head + tail
+        self._held = tail
+        return head
 
     def flush(self) -> bytes:
         held, self._held = self._held, b""
