@@ -177,8 +177,10 @@ class UsageMeter:
         if isinstance(cached, dict):
             return cached
         fields: dict[str, Any] = {}
-        if exchange.request_body and exchange.content_type.lower().startswith("multipart/"):
-            fields = dict(form_fields(exchange.request_body, exchange.content_type))
+        # The full header carries the boundary (aiohttp's ``content_type`` drops parameters).
+        content_type = exchange.request_headers.get("Content-Type") or exchange.content_type
+        if exchange.request_body and content_type.lower().startswith("multipart/"):
+            fields = dict(form_fields(exchange.request_body, content_type))
         exchange.extras[_FORM_KEY] = fields
         return fields
 
