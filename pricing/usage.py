@@ -20,8 +20,14 @@ key                             meaning
 ``containers``                  distinct code-interpreter containers
 ``training_tokens``             fine-tuning training tokens
 ``training_hours``              reinforcement fine-tuning training hours
-``file_search_storage_gb_days`` vector-store storage (GB x days)
+``file_search_storage_gb_days`` vector-store storage (GB x days) beyond the free GB
+``cached_audio_input_tokens``   the audio part of ``cached_input_tokens`` (realtime)
+``cached_image_input_tokens``   the image part of ``cached_input_tokens`` (image models)
 ==============================  ======================================================
+
+The two ``cached_*_input_tokens`` units only split token counts that are already in the token
+fields (they are never billed by themselves). Any other unit key with a non-zero count that the
+model has no price for makes the call unpriced (never a silent $0).
 """
 
 from __future__ import annotations
