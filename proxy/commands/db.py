@@ -1,16 +1,109 @@
-"""`openai-meter db` (placeholder until its issue lands; the owner replaces this file)."""
+"""``openai-meter db upgrade|prune|current`` -- the ledger's schema (Alembic) and retention.
+
+The database URL comes from ``--database-url`` > ``OPENAI_METER_DATABASE_URL`` > ``--config`` file
+(``database.url``) > ``sqlite:///openai-meter.db`` (relative to the working directory).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
 from typing import Any
+
+from proxy.config import ConfigError, load_settings
+from proxy.settings import Settings
+from storage.engine import create_engine
+from storage.migrate import current_revision, head_revision, upgrade
+from storage.retention import cutoff, prune
+from storage.urls import describe, to_async_url
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser("db", help="(not yet available)")
-    parser.set_defaults(func=_run)
+    parser = subparsers.add_parser("db", help="Manage the ledger database (migrations, retention)")
+    actions = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+
+    up = actions.add_parser("upgrade", help="Migrate the ledger database to the newest schema")
+    _common(up)
+    up.set_defaults(func=_upgrade)
+
+    pr = actions.add_parser(
+        "prune", help="Delete raw ledger rows older than the retention window (rollups are kept)"
+    )
+    _common(pr)
+    pr.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="keep this many whole UTC days of raw rows (default: ledger.retention_days)",
+    )
+    pr.set_defaults(func=_prune)
+
+    cur = actions.add_parser("current", help="Show the database's schema revision and the newest")
+    _common(cur)
+    cur.set_defaults(func=_current)
 
 
-def _run(args: argparse.Namespace) -> int:
-    print("openai-meter db: not yet available")
-    return 2
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=None, help="e.g. sqlite:///openai-meter.db")
+    parser.add_argument("--config", default=None, help="YAML config file")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        config_path=args.config,
+        environ=os.environ,
+        cli={"--database-url": (("database", "url"), args.database_url)},
+    )
+
+
+def _run(args: argparse.Namespace, action: str) -> int:
+    try:
+        settings = _settings(args)
+        url = describe(to_async_url(settings.database.url))
+        return asyncio.run(_main(action, settings, args, url))
+    except (ConfigError, ValueError) as exc:
+        print(f"openai-meter db {action}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a database error: one line, not a traceback
+        print(f"openai-meter db {action}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _main(action: str, settings: Settings, args: argparse.Namespace, url: str) -> int:
+    engine = create_engine(settings.database.url)
+    try:
+        if action == "upgrade":
+            await upgrade(engine)
+            print(f"ledger at {url}: schema {await current_revision(engine)} (head)")
+        elif action == "current":
+            print(f"ledger at {url}: schema {await current_revision(engine)}, newest {head_revision()}")
+        else:
+            days = args.retention_days or settings.ledger.retention_days
+            if not days or days <= 0:
+                print(
+                    "openai-meter db prune: no retention window (set ledger.retention_days or "
+                    "--retention-days)",
+                    file=sys.stderr,
+                )
+                return 2
+            before = cutoff(datetime.now(UTC), days)
+            deleted = await prune(engine, before=before)
+            print(f"ledger at {url}: deleted {deleted} raw rows started before {before.isoformat()}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    return _run(args, "upgrade")
+
+
+def _prune(args: argparse.Namespace) -> int:
+    return _run(args, "prune")
+
+
+def _current(args: argparse.Namespace) -> int:
+    return _run(args, "current")
