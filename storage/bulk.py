@@ -17,8 +17,8 @@ SQLite; JSON text).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, Final
 
 import orjson
@@ -69,9 +69,7 @@ def _pg_sql() -> str:
         if kind is None:
             kind = "bigint[]" if name.endswith("_tokens") else "text[]"
         arrays.append(f"${index}::{kind}")
-    select = ", ".join(
-        f"{_quoted(n)}::json" if n in _JSON else f"{_quoted(n)}" for n in COLUMNS
-    )
+    select = ", ".join(f"{_quoted(n)}::json" if n in _JSON else f"{_quoted(n)}" for n in COLUMNS)
     return (
         f"INSERT INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
         f"SELECT {select} FROM unnest({', '.join(arrays)}) AS t({', '.join(map(_quoted, COLUMNS))}) "

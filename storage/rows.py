@@ -53,7 +53,7 @@ def _decimal_map(values: Mapping[str, Any]) -> dict[str, Decimal]:
     return {str(key): Decimal(str(value)) for key, value in values.items()}
 
 
-def row_to_public(row: Mapping[str, Any]) -> dict[str, Any]:
+def row_to_public(row: Any) -> dict[str, Any]:
     """A fetched ``usage_records`` row as a dict with the ledger's column names.
 
     Money stays :class:`Decimal` (formatting is the caller's job); units come back as Decimals.

@@ -79,7 +79,9 @@ async def _main(action: str, settings: Settings, args: argparse.Namespace, url: 
             await upgrade(engine)
             print(f"ledger at {url}: schema {await current_revision(engine)} (head)")
         elif action == "current":
-            print(f"ledger at {url}: schema {await current_revision(engine)}, newest {head_revision()}")
+            print(
+                f"ledger at {url}: schema {await current_revision(engine)}, newest {head_revision()}"
+            )
         else:
             days = args.retention_days or settings.ledger.retention_days
             if not days or days <= 0:
@@ -91,7 +93,9 @@ async def _main(action: str, settings: Settings, args: argparse.Namespace, url: 
                 return 2
             before = cutoff(datetime.now(UTC), days)
             deleted = await prune(engine, before=before)
-            print(f"ledger at {url}: deleted {deleted} raw rows started before {before.isoformat()}")
+            print(
+                f"ledger at {url}: deleted {deleted} raw rows started before {before.isoformat()}"
+            )
     finally:
         await engine.dispose()
     return 0

@@ -77,7 +77,9 @@ async def test_replayed_batch_inserts_nothing_and_rollup_is_not_double_counted(
     assert tuple(rolled) == (15, expected_cost)
 
 
-async def test_rollup_keys_by_utc_day_and_counts_unpriced_and_estimated(engine: AsyncEngine) -> None:
+async def test_rollup_keys_by_utc_day_and_counts_unpriced_and_estimated(
+    engine: AsyncEngine,
+) -> None:
     late = datetime(2026, 11, 3, 23, 59, 59, tzinfo=UTC)
     records = [
         make_record(1, started_at=late),

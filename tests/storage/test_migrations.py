@@ -18,7 +18,8 @@ from storage.schema import metadata, usage_daily
 from tests.support.ledger_records import make_record
 
 REVISIONS = [
-    s.revision for s in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
+    s.revision
+    for s in reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions()))
 ]
 
 
@@ -42,7 +43,9 @@ async def _diff(engine: AsyncEngine) -> list[Any]:
     async with engine.connect() as conn:
         return await conn.run_sync(
             lambda c: compare_metadata(
-                MigrationContext.configure(c, opts={"compare_type": True, "include_object": include}),
+                MigrationContext.configure(
+                    c, opts={"compare_type": True, "include_object": include}
+                ),
                 metadata,
             )
         )
@@ -60,7 +63,9 @@ async def test_empty_to_head_matches_the_schema(database_url: str) -> None:
 
 
 @pytest.mark.parametrize("start", REVISIONS[:-1])
-async def test_upgrade_from_each_earlier_revision_and_round_trip(database_url: str, start: str) -> None:
+async def test_upgrade_from_each_earlier_revision_and_round_trip(
+    database_url: str, start: str
+) -> None:
     engine = create_engine(database_url)
     try:
         await upgrade(engine, start)
@@ -89,7 +94,9 @@ async def test_rollup_revision_backfills_rows_written_before_it(database_url: st
         await upgrade(engine)
         async with engine.connect() as conn:
             requests, cost = (
-                await conn.execute(select(func.sum(usage_daily.c.requests), func.sum(usage_daily.c.cost_usd)))
+                await conn.execute(
+                    select(func.sum(usage_daily.c.requests), func.sum(usage_daily.c.cost_usd))
+                )
             ).one()
         assert (requests, cost) == (40, sum(r.cost_usd for r in records if r.cost_usd is not None))
         assert await write_batch(engine, [make_record(40)]) == 1

@@ -37,9 +37,17 @@ def dataset() -> list[UsageRecord]:
     return records
 
 
-def expected_spend(records: list[UsageRecord], since: datetime, until: datetime, by: tuple[str, ...]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def expected_spend(
+    records: list[UsageRecord], since: datetime, until: datetime, by: tuple[str, ...]
+) -> dict[tuple[Any, ...], dict[str, Any]]:
     out: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(
-        lambda: {"requests": 0, "cost_usd": Decimal(0), "unpriced_requests": 0, "estimated_requests": 0, "input_tokens": 0}
+        lambda: {
+            "requests": 0,
+            "cost_usd": Decimal(0),
+            "unpriced_requests": 0,
+            "estimated_requests": 0,
+            "input_tokens": 0,
+        }
     )
     for r in records:
         if not since <= r.started_at < until:
@@ -65,8 +73,17 @@ def expected_spend(records: list[UsageRecord], since: datetime, until: datetime,
 
 @pytest.mark.parametrize(
     "by",
-    [(), ("team",), ("team", "model"), ("day",), ("month", "service_tier"), ("endpoint",),
-     ("project",), ("tag:env", "team"), ("user",)],
+    [
+        (),
+        ("team",),
+        ("team", "model"),
+        ("day",),
+        ("month", "service_tier"),
+        ("endpoint",),
+        ("project",),
+        ("tag:env", "team"),
+        ("user",),
+    ],
 )
 @pytest.mark.parametrize(
     "window",
@@ -83,7 +100,19 @@ async def test_spend_matches_the_raw_rows(
     await write_batch(engine, records)
     since, until = window
     rows = await spend(engine, since=since, until=until, by=by)
-    got = {tuple(r[d] for d in by): {k: r[k] for k in ("requests", "cost_usd", "unpriced_requests", "estimated_requests", "input_tokens")} for r in rows}
+    got = {
+        tuple(r[d] for d in by): {
+            k: r[k]
+            for k in (
+                "requests",
+                "cost_usd",
+                "unpriced_requests",
+                "estimated_requests",
+                "input_tokens",
+            )
+        }
+        for r in rows
+    }
     assert got == expected_spend(records, since, until, by)
     assert all(type(r["requests"]) is int and isinstance(r["cost_usd"], Decimal) for r in rows)
 
@@ -94,9 +123,13 @@ async def test_spend_filters_and_spent(engine: AsyncEngine) -> None:
     since, until = START + timedelta(hours=5), START + timedelta(days=3, hours=2)
     want = expected_spend([r for r in records if r.team == "ads"], since, until, ())[()]
     assert await spent(engine, "ads", since, until) == want["cost_usd"]
-    (row,) = await spend(engine, since=since, until=until, filters={"team": "ads", "project": "proj_1"})
+    (row,) = await spend(
+        engine, since=since, until=until, filters={"team": "ads", "project": "proj_1"}
+    )
     assert row["requests"] == sum(
-        1 for r in records if r.team == "ads" and r.project == "proj_1" and since <= r.started_at < until
+        1
+        for r in records
+        if r.team == "ads" and r.project == "proj_1" and since <= r.started_at < until
     )
     assert await spent(engine, "nobody", since, until) == Decimal(0)
 

@@ -141,9 +141,7 @@ async def test_full_queue_spills_to_spool_without_waiting(
     engine: AsyncEngine, tmp_path: Path
 ) -> None:
     registry = CollectorRegistry()
-    writer = LedgerWriter(
-        engine, Spool(tmp_path), queue_size=10, batch_size=10, registry=registry
-    )
+    writer = LedgerWriter(engine, Spool(tmp_path), queue_size=10, batch_size=10, registry=registry)
     await writer.start()
     for n in range(50):  # no await in between: the consumer cannot run, the queue overflows
         writer.submit(make_record(n))
@@ -193,7 +191,11 @@ async def test_replay_after_a_batch_that_committed_but_looked_failed(
         return inserted
 
     writer = LedgerWriter(
-        engine, Spool(tmp_path), flush_interval_ms=5, retry_initial_s=0.01, batch_writer=commit_then_fail
+        engine,
+        Spool(tmp_path),
+        flush_interval_ms=5,
+        retry_initial_s=0.01,
+        batch_writer=commit_then_fail,
     )
     await writer.start()
     records = [make_record(n) for n in range(30)]
