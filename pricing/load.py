@@ -20,6 +20,8 @@ from pricing.schema import (
     TokenRates,
 )
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class CatalogError(ValueError):
     """A catalog file is invalid. The message names the file and the entry."""
@@ -44,7 +46,7 @@ def parse_catalog(texts: Iterable[tuple[str, str]]) -> tuple[CatalogFile, ...]:
 
 def _parse_one(file_name: str, text: str) -> CatalogFile:
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_LOADER)  # a safe loader (C-accelerated when available)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{file_name}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
