@@ -88,10 +88,11 @@ class PriceBook:
             )
         self._periods = {m: sorted(p, key=lambda x: x.start) for m, p in periods.items()}
         self._discount = check_percent("discount_percent", discount_percent)
-        self._model_discount = {
-            model: check_percent(f"model_discount_percent.{model}", pct)
-            for model, pct in (model_discount_percent or {}).items()
-        }
+        self._model_discount: dict[str, Decimal] = {}
+        for name, pct in (model_discount_percent or {}).items():
+            found = resolve(name, self._names)  # a snapshot or alias discounts its model
+            model = found.model if found is not None else name
+            self._model_discount[model] = check_percent(f"model_discount_percent.{name}", pct)
         fine_tunable = {e.model for e in entries if e.fine_tuned and e.fine_tuned.token_items()}
         self._models = frozenset(self._periods) | frozenset(f"ft:{m}" for m in fine_tunable)
         self._resolved: dict[str, Resolved | None] = {}

@@ -12,7 +12,9 @@
 
 A plain dimension replaces the standard price; the catalog's batch/flex price for the same
 dimension is then dropped, so batch and flex follow the negotiated price (50%) unless also
-overridden. A model not in the catalog becomes a new entry priced only by its overrides.
+overridden. A snapshot or alias name overrides its whole catalog model (every dated entry:
+a negotiated price has no date in the configuration). A model not in the catalog becomes a new
+entry priced only by its overrides.
 Every price made by an override carries ``+override`` in ``price_ref``.
 """
 

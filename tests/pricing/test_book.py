@@ -274,3 +274,13 @@ def test_discounts_global_and_per_model() -> None:
 def test_discount_out_of_range_is_refused(pct: Decimal) -> None:
     with pytest.raises(ValueError, match="discount"):
         PriceBook.load(discount_percent=pct)
+
+
+def test_override_of_a_per_1k_entry_is_per_1m_and_snapshot_names_work() -> None:
+    book = PriceBook.load(
+        overrides={"gpt-4o-2024-11-20": {"input": D("2.00")}},
+        model_discount_percent={"gpt-4o-2024-08-06": D(50)},
+    )
+    cost = book.price(Usage(input_tokens=1_000_000), "gpt-4o", None, AT)
+    assert cost.total == D("1.00")  # 2.00 per 1M (not per 1K), then 50% off
+    assert cost.price_ref == "gpt-4o@2024-08-06/standard+override-50%"
