@@ -37,3 +37,9 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture
+def postgres_url(pg_databases: PostgresDatabases) -> str:
+    """A fresh, empty PostgreSQL database (PostgreSQL-only tests)."""
+    return pg_databases.create()
