@@ -49,7 +49,11 @@ async def test_two_replicas_write_one_database(postgres_url: str, tmp_path: Path
             ).all()
             rolled = (
                 await conn.execute(
-                    select(usage_daily.c.team, func.sum(usage_daily.c.requests), func.sum(usage_daily.c.cost_usd))
+                    select(
+                        usage_daily.c.team,
+                        func.sum(usage_daily.c.requests),
+                        func.sum(usage_daily.c.cost_usd),
+                    )
                     .group_by(usage_daily.c.team)
                     .order_by(usage_daily.c.team)
                 )
@@ -58,7 +62,11 @@ async def test_two_replicas_write_one_database(postgres_url: str, tmp_path: Path
         for e in engines:
             await e.dispose()
     expected = [
-        (team, 2000, sum((r.cost_usd for r in records if r.team == team and r.cost_usd), Decimal(0)))
+        (
+            team,
+            2000,
+            sum((r.cost_usd for r in records if r.team == team and r.cost_usd), Decimal(0)),
+        )
         for team in ("a", "b")
     ]
     assert [tuple(r) for r in raw] == expected

@@ -24,7 +24,12 @@ async def main(url: str, spool_dir: str) -> None:
     await upgrade(engine)
     # A small queue so some records overflow into the spool under load (the path to prove).
     writer = LedgerWriter(
-        engine, Spool(spool_dir), batch_size=100, flush_interval_ms=50, queue_size=100, fsync_interval_ms=100
+        engine,
+        Spool(spool_dir),
+        batch_size=100,
+        flush_interval_ms=50,
+        queue_size=100,
+        fsync_interval_ms=100,
     )
     await writer.start()
     n = 0
