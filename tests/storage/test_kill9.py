@@ -22,8 +22,8 @@ from tests.support.ledger_load import RATE
 REPO = Path(__file__).resolve().parents[2]
 
 
-async def test_kill9_then_restart_replays_spool(database_url: str, tmp_path: Path) -> None:
-    spool_dir = tmp_path / "spool"
+def _load_then_kill(database_url: str, spool_dir: Path) -> int:
+    """Run a writer process under load for ~2 s, SIGKILL it; returns records it had submitted."""
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.support.ledger_load", database_url, str(spool_dir)],
         cwd=REPO,
@@ -35,10 +35,15 @@ async def test_kill9_then_restart_replays_spool(database_url: str, tmp_path: Pat
     submitted = 0
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline:
-        line = child.stdout.readline()
-        submitted = int(line)
+        submitted = int(child.stdout.readline())
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
+    return submitted
+
+
+async def test_kill9_then_restart_replays_spool(database_url: str, tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    submitted = await asyncio.to_thread(_load_then_kill, database_url, spool_dir)
     assert submitted > 2000
 
     spooled_at_kill = Spool(spool_dir)
