@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from storage.engine import create_engine
@@ -79,10 +78,11 @@ async def _throughput(url: str, spool_dir: Path, count: int) -> float:
     return count / elapsed
 
 
-async def _admin(sql: str) -> None:
+async def _admin(sql: str, url: str = PG_URL) -> None:
+    """Run SQL with no statement timeout (bulk loads take minutes on a small machine)."""
     import asyncpg
 
-    u = make_url(PG_URL)
+    u = make_url(url)
     conn = await asyncpg.connect(
         host=u.host,
         port=u.port or 5432,
@@ -146,13 +146,9 @@ async def _report(url: str, rows: int) -> dict[str, float]:
         FROM usage_records GROUP BY 1, 2, 3, 4, 5
     """
     t = time.perf_counter()
-    async with engine.begin() as conn:
-        await conn.execute(text(load))
-        await conn.execute(text(rollup))
-    async with engine.connect() as conn:
-        await conn.execute(text("COMMIT"))
-        await conn.execute(text("ANALYZE usage_records"))
-        await conn.execute(text("ANALYZE usage_daily"))
+    await _admin(load, url)
+    await _admin(rollup, url)
+    await _admin("ANALYZE usage_records; ANALYZE usage_daily", url)
     load_s = time.perf_counter() - t
     since, until = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 31, tzinfo=UTC)
     out = {"report_rows_loaded": float(rows), "report_bulk_load_s": load_s}
