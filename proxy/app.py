@@ -4,10 +4,14 @@
 
 1. settings + readiness registry
 2. upstream HTTP client (one pooled keep-alive ``ClientSession``) -> forwarder
-3. (ledger writer: start/stop + readiness) -- plugged in by the ledger issue
-4. (metrics registry + ``GET /metrics``) -- plugged in by the metrics issue
-5. admin routes under ``/meter/*`` (token-protected by ``proxy.admin_auth``)
-6. health routes, then the ``/v1/`` catch-all forwarding route
+3. admin routes under ``/meter/*`` (token-protected by ``proxy.admin_auth``)
+4. health routes, then the ``/v1/`` catch-all forwarding route
+
+``build_app`` alone forwards with whatever ``hooks`` it is given (tests use it bare).
+:func:`create_app` is the product: it adds the price book, the metrics registry and ``/metrics``,
+and a ``cleanup_ctx`` that opens the ledger (engine, migrations, writer + spool, dedupe), builds
+the stages (attribution, virtual keys, budgets, rate-limit/overhead metrics) and the
+:class:`~proxy.meter.UsageMeter`, and installs it on the forwarder before the first request.
 
 Cleanup runs in reverse order of ``cleanup_ctx`` registration, after in-flight requests finished
 (``AppRunner(shutdown_timeout=...)``), so anything that must see the last records (the ledger
@@ -19,19 +23,34 @@ how a client disconnect cancels the upstream request promptly.
 
 from __future__ import annotations
 
-import importlib
+import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
+from prometheus_client import CollectorRegistry
 
+from pricing.book import PriceBook
+from proxy.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
 from proxy.admin_auth import admin_auth_middleware
+from proxy.attribution import AttributionStage, TeamConfigError, TeamDirectory
+from proxy.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
 from proxy.exchange import MeteringHooks
-from proxy.forward import Forwarder, MeteringErrorCallback
+from proxy.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.health import Readiness, healthz, readyz_handler
+from proxy.meter import UsageMeter
+from proxy.metrics import Metrics, MetricsStage
+from proxy.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
+from proxy.prices_api import PRICEBOOK_KEY, prices_handler
 from proxy.settings import Settings, UpstreamSettings
+from proxy.usage.encodings import Encodings
+from proxy.virtual_keys import VirtualKeyCache
+from storage.reports import spent_by_team
+from storage.service import Ledger, LedgerConfig, open_ledger
+from storage.virtual_keys import active_teams_by_hash
 
 log = logging.getLogger("openai_meter.app")
 
@@ -69,7 +88,8 @@ def upstream_session_ctx(
             connector=connector,
             cookie_jar=DummyCookieJar(),  # never share one client's upstream cookies with another
             auto_decompress=True,
-            trust_env=True,  # honour HTTPS_PROXY / NO_PROXY for egress
+            # Egress proxy env vars are resolved once (Forwarder.egress_proxy), not per request.
+            trust_env=False,
             skip_auto_headers=("User-Agent",),
             timeout=forwarder.timeout,
         )
@@ -107,14 +127,10 @@ def build_app(
     app[FORWARDER_KEY] = forwarder
     app.cleanup_ctx.append(upstream_session_ctx(settings, forwarder, readiness))
 
-    # 3. ledger writer (ledger issue): app.cleanup_ctx.append(ledger_ctx); readiness.add("ledger", ...)
-
-    # 4. metrics (metrics issue): app[REGISTRY_KEY] = ...; app.router.add_get("/metrics", ...)
-
-    # 5. admin routes under /meter/* (protected by admin_auth_middleware when a token is set)
+    # 3. admin routes under /meter/* (protected by admin_auth_middleware when a token is set)
     _add_admin_routes(app)
 
-    # 6. health + forwarding -----------------------------------------------------------------
+    # 4. health + forwarding -----------------------------------------------------------------
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz_handler(readiness))
     app.router.add_route("*", "/v1/{tail:.*}", forwarder.handle)
@@ -122,8 +138,140 @@ def build_app(
 
 
 def _add_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/meter/prices", prices_handler)
+
+
+# --------------------------------------------------------------------------------------------
+# The product: everything wired
+
+
+METER_KEY = web.AppKey("meter", UsageMeter)
+LEDGER_KEY = web.AppKey("ledger", Ledger)
+
+
+class StartupError(ValueError):
+    """A configuration problem found while wiring the app (one line, names what is wrong)."""
+
+
+def ledger_config(settings: Settings) -> LedgerConfig:
+    return LedgerConfig(
+        url=settings.database.url,
+        auto_upgrade=settings.database.auto_upgrade,
+        spool_dir=settings.ledger.spool_dir,
+        batch_size=settings.ledger.batch_size,
+        flush_interval_ms=settings.ledger.flush_interval_ms,
+        queue_size=settings.ledger.queue_size,
+        fsync_interval_ms=settings.ledger.fsync_interval_ms,
+        retention_days=settings.ledger.retention_days,
+    )
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """The whole product for ``settings``; raises :class:`StartupError` on bad configuration."""
     try:
-        prices_api = importlib.import_module("proxy.prices_api")
-    except ImportError:  # the pricing issue has not landed yet
-        return
-    app.router.add_get("/meter/prices", prices_api.prices_handler)
+        book = PriceBook.load(
+            overrides=settings.pricing.overrides,
+            discount_percent=settings.pricing.discount_percent,
+            model_discount_percent=settings.pricing.model_discount_percent,
+        )
+        teams = TeamDirectory.from_settings(settings.teams)
+    except (ValueError, TeamConfigError) as exc:
+        raise StartupError(str(exc)) from exc
+    if settings.virtual_keys.enabled and not settings.upstream.api_key:
+        raise StartupError(
+            "virtual_keys.enabled needs upstream.api_key (or env OPENAI_METER_UPSTREAM_API_KEY)"
+        )
+
+    registry = CollectorRegistry()
+    metrics = Metrics(
+        registry,
+        models=book.models(),
+        teams=settings.teams.keys(),
+        user_labels=settings.metrics.user_labels,
+        key_labels=settings.metrics.key_labels,
+        usage_tier=settings.metrics.usage_tier,
+        canonical=book.canonical,
+    )
+    app = build_app(settings, on_metering_error=metrics.on_error)
+    app[PRICEBOOK_KEY] = book
+    app[REGISTRY_KEY] = registry
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics.port is not None:
+        app.cleanup_ctx.append(
+            metrics_server_ctx(registry, settings.listen.host, settings.metrics.port)
+        )
+    app.router.add_get("/meter/spend", spend_handler)
+    app.router.add_get("/meter/records", records_handler)
+    if clock is not None:
+        app[ADMIN_CLOCK_KEY] = clock
+    # Registered after the upstream session: torn down before it, once in-flight calls finished.
+    app.cleanup_ctx.append(_metering_ctx(settings, book, metrics, registry, teams, clock))
+    return app
+
+
+def _metering_ctx(
+    settings: Settings,
+    book: PriceBook,
+    metrics: Metrics,
+    registry: CollectorRegistry,
+    teams: TeamDirectory,
+    clock: Clock | None,
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        forwarder = app[FORWARDER_KEY]
+        async with open_ledger(ledger_config(settings), registry=registry) as ledger:
+            engine = ledger.engine
+            app[LEDGER_KEY] = ledger
+            app[ADMIN_ENGINE_KEY] = engine
+            keys: VirtualKeyCache | None = None
+            if settings.virtual_keys.enabled and settings.upstream.api_key:
+                keys = VirtualKeyCache(
+                    lambda: active_teams_by_hash(engine), settings.upstream.api_key
+                )
+            tracker = BudgetTracker(
+                limits_from_settings(settings.teams),
+                lambda t, w, u: spent_by_team(engine, t, w, u),
+                timezone=settings.budgets.timezone,
+                on_gauge=metrics.set_budget,
+                clock=clock if clock is not None else utc_now,
+            )
+            encodings = Encodings()
+            meter = UsageMeter(
+                pricer=book,
+                sinks=[ledger.writer, metrics],
+                encodings=encodings,
+                dedupe=ledger.dedupe,
+                stages=[AttributionStage(teams, keys), BudgetStage(tracker), MetricsStage(metrics)],
+                inject_stream_usage=settings.metering.inject_stream_usage,
+                on_error=metrics.on_error,
+                # on_estimated stays None: Metrics counts estimates from the records themselves.
+                max_json_body_bytes=settings.metering.max_json_body_bytes,
+            )
+            app[METER_KEY] = meter
+            tasks: list[asyncio.Task[None]] = []
+            try:
+                if keys is not None:
+                    await keys.load()
+                    tasks.append(asyncio.create_task(keys.run(), name="virtual-keys"))
+                try:
+                    await tracker.refresh()
+                except Exception:
+                    log.exception("budget refresh failed at start; budgets use what they can")
+                tasks.append(asyncio.create_task(tracker.run(), name="budgets"))
+                # Load tiktoken encodings off the loop so the first estimate does not stall it.
+                tasks.append(asyncio.create_task(asyncio.to_thread(encodings.preload)))
+                forwarder.hooks = meter
+                yield
+            finally:
+                forwarder.hooks = NullHooks()
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+                await meter.drain()
+        # leaving open_ledger drained the writer (queue + spool replay) and disposed the engine
+
+    return ctx

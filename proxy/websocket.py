@@ -65,6 +65,7 @@ async def relay_websocket(
     *,
     connect_timeout_s: float,
     observe: MessageObserver | None = None,
+    proxy: URL | None = None,
 ) -> web.StreamResponse:
     """Accept the client's upgrade and relay messages to/from ``url`` until either side closes."""
     try:
@@ -75,6 +76,7 @@ async def relay_websocket(
             autoclose=False,
             autoping=True,
             max_msg_size=0,
+            proxy=proxy,
             timeout=ClientWSTimeout(ws_receive=None, ws_close=_CLOSE_TIMEOUT_S),
         )
     except WSServerHandshakeError as exc:

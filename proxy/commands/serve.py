@@ -68,14 +68,6 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
     )
 
 
-def upgrade_database(settings: Settings) -> None:
-    """Hook for the ledger issue: migrate the ledger to head before serving.
-
-    Called only when ``settings.database.auto_upgrade`` is true (``--no-db-upgrade`` turns it off).
-    """
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
@@ -83,12 +75,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"openai-meter: {exc}", file=sys.stderr)
         return 2
 
-    from proxy.app import build_app
+    from proxy.app import StartupError, create_app
     from proxy.logs import configure_logging
 
     configure_logging(settings.logging)
-    if settings.database.auto_upgrade:
-        upgrade_database(settings)
     if settings.admin.token is None and settings.listen.host not in (
         "127.0.0.1",
         "localhost",
@@ -98,7 +88,12 @@ def run(args: argparse.Namespace) -> int:
             "admin.token is not set: /meter/* is open to anyone who can reach %s",
             settings.listen.host,
         )
-    app = build_app(settings)
+    try:
+        # The ledger is migrated to head on start (unless database.auto_upgrade is false).
+        app = create_app(settings)
+    except StartupError as exc:
+        print(f"openai-meter: {exc}", file=sys.stderr)
+        return 2
     log.info(
         "openai-meter listening on %s:%s, forwarding /v1/ to %s",
         settings.listen.host,
