@@ -72,6 +72,9 @@ class Exchange:
     # JSON request bodies are read whole (bounded); ``request_json`` is parsed once, here.
     request_body: bytes | None = None
     request_json: dict[str, Any] | None = None
+    # The first bytes of a multipart body (it streams upstream whole; this is a copy of its head,
+    # where the SDKs put the small fields such as ``model``, ``size`` and ``quality``).
+    request_body_head: bytes | None = None
     # What is actually sent upstream; differs from request_body only by usage injection.
     upstream_body: bytes | None = None
     # When set (virtual keys), sent upstream as the Authorization header instead of the client's.

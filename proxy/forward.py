@@ -57,7 +57,8 @@ log = logging.getLogger("openai_meter.forward")
 MeteringErrorCallback = Callable[[str, BaseException], None]
 
 FORWARDED_PREFIX: Final[str] = "/v1/"
-_CHUNK: Final[int] = 64 * 1024
+# How much of a multipart body is copied for the meter to read its small form fields from.
+_FORM_HEAD_BYTES: Final[int] = 64 * 1024
 # Characters left unescaped when re-encoding a normalised path segment (RFC 3986 pchar).
 _PCHAR_SAFE: Final[str] = "!$&'()*+,;=:@-._~"
 
@@ -310,6 +311,12 @@ class Forwarder:
                     body = data
                 else:
                     body = _stream_body(data, request.content)
+            elif content_type == "multipart/form-data":
+                # Keep a copy of the head for the meter (model, size, quality...); the rest,
+                # possibly a very large file, streams through untouched.
+                head, whole = await _read_bounded(request.content, _FORM_HEAD_BYTES)
+                exchange.request_body_head = head
+                body = head if whole else _stream_body(head, request.content)
             else:
                 body = _stream_body(b"", request.content)
 

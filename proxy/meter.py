@@ -179,8 +179,9 @@ class UsageMeter:
         fields: dict[str, Any] = {}
         # The full header carries the boundary (aiohttp's ``content_type`` drops parameters).
         content_type = exchange.request_headers.get("Content-Type") or exchange.content_type
-        if exchange.request_body and content_type.lower().startswith("multipart/"):
-            fields = dict(form_fields(exchange.request_body, content_type))
+        body = exchange.request_body or exchange.request_body_head
+        if body and content_type.lower().startswith("multipart/"):
+            fields = dict(form_fields(body, content_type))
         exchange.extras[_FORM_KEY] = fields
         return fields
 
