@@ -22,6 +22,7 @@ Missing details are 0; malformed values (non-int, negative) are treated as 0 rat
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -86,6 +87,18 @@ def responses_usage(usage: Mapping[str, Any]) -> Usage:
         audio_output_tokens=_int(out.get("audio_tokens")),
         image_output_tokens=_int(out.get("image_tokens")),
     )
+
+
+def image_usage(usage: Mapping[str, Any]) -> Usage:
+    """Image endpoints (gpt-image): like Responses, but an image model's output *is* image tokens.
+
+    When ``output_tokens_details`` does not split text and image tokens, every output token is an
+    image token — billing them at a text output rate would undercharge (gpt-image-1.5: $10 vs $32).
+    """
+    normalized = responses_usage(usage)
+    if normalized.image_output_tokens or _details(usage, "output_tokens_details"):
+        return normalized
+    return replace(normalized, image_output_tokens=normalized.output_tokens)
 
 
 def embeddings_usage(usage: Mapping[str, Any]) -> Usage:

@@ -16,6 +16,7 @@ from proxy.usage.extract import (
     completion_usage,
     dalle_image_units,
     embeddings_usage,
+    image_usage,
     responses_usage,
     transcription_usage,
 )
@@ -153,7 +154,7 @@ def images_reader(request: Mapping[str, Any]) -> Reader:
     def read(body: Mapping[str, Any] | None) -> Observation:
         usage = body.get("usage") if body is not None else None
         if isinstance(usage, dict):
-            return Observation(usage=responses_usage(usage), source="reported", model=model)
+            return Observation(usage=image_usage(usage), source="reported", model=model)
         if body is None:
             return _none(True)
         data = body.get("data")
