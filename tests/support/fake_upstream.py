@@ -15,7 +15,13 @@ Knobs (attributes, change them between calls):
 * ``gzip`` -- compress bodies (JSON and SSE, flushed per event) when the client accepts gzip;
 * ``hold`` -- an ``asyncio.Event``: streams send their first event then wait for it;
 * ``chunk_delay_s`` -- a pause between SSE events;
-* ``stream_events`` -- how many content deltas a stream sends.
+* ``stream_events`` -- how many content deltas a stream sends;
+* ``transcription_seconds`` -- when set, transcriptions report ``usage: {type: duration,
+  seconds}`` (as whisper-1 does) instead of ``type: tokens``;
+* ``cut_after`` -- when set, SSE streams send that many events and then drop the connection
+  (no ``[DONE]``, no terminating chunk): an upstream cut mid-stream;
+* ``sse_split`` -- when set (byte offsets), an SSE body is written in pieces cut at those offsets
+  of the whole body (with a yield between writes) instead of one write per event; not with gzip.
 
 Observations: ``requests`` (every request: method, path, query, headers, body or its size/sha256,
 parsed JSON), ``stream_cancelled`` (set when a client went away mid-stream), ``first_body_bytes``
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import gzip as gzip_module
 import hashlib
+import itertools
 import time
 import zlib
 from collections.abc import Mapping
@@ -47,6 +54,11 @@ class FakeUsage:
     cached_tokens: int = 0
     output_tokens: int = 5
     reasoning_tokens: int = 0
+    # Chat details (subsets of the totals above), reported in *_tokens_details:
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
 
     @property
     def total(self) -> int:
@@ -57,12 +69,15 @@ class FakeUsage:
             "prompt_tokens": self.input_tokens,
             "completion_tokens": self.output_tokens,
             "total_tokens": self.total,
-            "prompt_tokens_details": {"cached_tokens": self.cached_tokens, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": self.cached_tokens,
+                "audio_tokens": self.audio_input_tokens,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": self.reasoning_tokens,
-                "audio_tokens": 0,
-                "accepted_prediction_tokens": 0,
-                "rejected_prediction_tokens": 0,
+                "audio_tokens": self.audio_output_tokens,
+                "accepted_prediction_tokens": self.accepted_prediction_tokens,
+                "rejected_prediction_tokens": self.rejected_prediction_tokens,
             },
         }
 
@@ -110,6 +125,9 @@ class FakeUpstream:
         self.hold: asyncio.Event | None = None
         self.chunk_delay_s = 0.0
         self.stream_events = 3
+        self.transcription_seconds: float | None = None
+        self.cut_after: int | None = None
+        self.sse_split: list[int] | None = None
         self.requests: list[SeenRequest] = []
         self.stream_cancelled = asyncio.Event()
         self.first_body_bytes = asyncio.Event()  # set when a streamed upload's first bytes arrive
@@ -255,6 +273,10 @@ class FakeUpstream:
             response.headers["Content-Encoding"] = "gzip"
             compressor = zlib.compressobj(wbits=31)
         await response.prepare(request)
+        if self.cut_after is not None:
+            events = events[: self.cut_after]
+        if self.sse_split is not None and compressor is None:
+            events = _split(b"".join(events), self.sse_split)
         try:
             for index, event in enumerate(events):
                 data = event
@@ -265,6 +287,13 @@ class FakeUpstream:
                     await self.hold.wait()
                 elif self.chunk_delay_s:
                     await asyncio.sleep(self.chunk_delay_s)
+                elif self.sse_split is not None:
+                    await asyncio.sleep(0.001)  # let each piece reach the reader on its own
+            if self.cut_after is not None:
+                # Abort the connection: the client sees the body end without its chunk terminator.
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             if compressor is not None:
                 await response.write(compressor.flush())
             await response.write_eof()
@@ -489,6 +518,15 @@ class FakeUpstream:
         # Parse a copy of the multipart body for the test's benefit.
         if seen.body is not None:
             seen.form = _parse_multipart(seen.body, request.headers.get("Content-Type", ""))
+        if self.transcription_seconds is not None:
+            return self._json(
+                request,
+                {
+                    "text": "hello world",
+                    "usage": {"type": "duration", "seconds": self.transcription_seconds},
+                },
+                "req_tr",
+            )
         return self._json(
             request,
             {
@@ -621,6 +659,11 @@ class FakeUpstream:
             elif msg.type is WSMsgType.BINARY:
                 await ws.send_bytes(msg.data)
         return ws
+
+
+def _split(body: bytes, offsets: list[int]) -> list[bytes]:
+    cuts = sorted({o % (len(body) + 1) for o in offsets} | {0, len(body)})
+    return [body[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def _parse_multipart(body: bytes, content_type: str) -> dict[str, Any]:
