@@ -147,6 +147,7 @@ class FakeUpstream:
         r.add_post("/v1/chat/completions", self._chat)
         r.add_get("/v1/chat/completions/{id}", self._chat_get)
         r.add_post("/v1/responses", self._responses)
+        r.add_get("/v1/responses/{id}", self._responses_get)
         r.add_post("/v1/embeddings", self._embeddings)
         r.add_post("/v1/completions", self._completions)
         r.add_post("/v1/audio/transcriptions", self._transcription)
@@ -445,6 +446,14 @@ class FakeUpstream:
             data = {"type": name, "sequence_number": seq, **payload}
             raw.append(f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n")
         return await self._sse(request, raw, request_id)
+
+    async def _responses_get(self, request: web.Request) -> web.StreamResponse:
+        """A stored (completed) Response, usage included, as ``GET /v1/responses/{id}`` returns."""
+        await self._record(request)
+        if (failed := self._failure()) is not None:
+            return failed
+        rid = request.match_info["id"]
+        return self._json(request, self._response_object(rid, "completed", True), "req_resp_get")
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
