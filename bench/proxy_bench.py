@@ -95,6 +95,7 @@ async def _batch(
 async def _run_async(requests: int, rounds: int) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="openai-meter-bench-"))
     up_port, bare_port, meter_port = _free_port(), _free_port(), _free_port()
+    fwd_port = _free_port()
     py = sys.executable
     upstream = _start("upstream", [py, "-m", "bench.upstream", "--port", str(up_port)], up_port)
     up_url = upstream.url
@@ -102,6 +103,12 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
         "bare",
         [py, "-m", "bench.bare_proxy", "--port", str(bare_port), "--upstream", up_url],
         bare_port,
+    )
+    # The product's forwarder with metering off: splits the overhead into forwarding vs metering.
+    forward = _start(
+        "forward",
+        [py, "-m", "bench.forward_only", "--port", str(fwd_port), "--upstream", up_url],
+        fwd_port,
     )
     cfg = tmp / "config.yaml"
     cfg.write_text(
@@ -125,7 +132,7 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
         ],
         meter_port,
     )
-    servers = {"direct": upstream, "bare": bare, "meter": meter}
+    servers = {"direct": upstream, "bare": bare, "forward": forward, "meter": meter}
     results: dict[str, float] = {}
     try:
         for s in servers.values():
@@ -156,12 +163,13 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
                         results[f"{key}_{name}_median_ms"] = med[name]
                         results[f"{key}_{name}_p99_ms"] = p99[name]
                         results[f"{key}_{name}_cpu_ms_per_call"] = cpu[name] / total * 1000
-                    for name in ("bare", "meter"):
+                    for name in ("bare", "forward", "meter"):
                         results[f"{key}_{name}_added_median_ms"] = med[name] - med["direct"]
                     # the metering cost on top of a bare pass-through, per call
-                    results[f"{key}_meter_vs_bare_cpu_ratio"] = (
-                        cpu["meter"] / cpu["bare"] if cpu["bare"] else float("nan")
-                    )
+                    for name in ("forward", "meter"):
+                        results[f"{key}_{name}_vs_bare_cpu_ratio"] = (
+                            cpu[name] / cpu["bare"] if cpu["bare"] else float("nan")
+                        )
     finally:
         for s in servers.values():
             s.proc.terminate()

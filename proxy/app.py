@@ -117,7 +117,9 @@ def build_app(
     is told about every guarded metering failure (wire it to ``metering_errors_total{stage}``).
     """
     # 1. settings + readiness -----------------------------------------------------------------
-    app = web.Application(middlewares=[admin_auth_middleware(settings.admin.token)])
+    # Without a token the middleware is a no-op; not installing it saves a call on every request.
+    token = settings.admin.token
+    app = web.Application(middlewares=[admin_auth_middleware(token)] if token else [])
     app[SETTINGS_KEY] = settings
     readiness = Readiness()
     app[READINESS_KEY] = readiness

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -61,6 +62,9 @@ FORWARDED_PREFIX: Final[str] = "/v1/"
 _FORM_HEAD_BYTES: Final[int] = 64 * 1024
 # Characters left unescaped when re-encoding a normalised path segment (RFC 3986 pchar).
 _PCHAR_SAFE: Final[str] = "!$&'()*+,;=:@-._~"
+# A path made only of non-empty segments of unreserved characters, none of them "." or "..":
+# already normalised (decoding, resolving and re-encoding would return it unchanged).
+_PLAIN_PATH: Final = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._~-]+)+/?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +117,8 @@ def normalize_path(raw_path: str) -> tuple[str, str] | None:
     so ``%2e%2e``, ``..%2f`` and ``..\\`` are dot segments like ``..``; empty segments collapse
     (``//host`` is just ``/host``). What is forwarded is the resolved path, re-encoded.
     """
+    if _PLAIN_PATH.fullmatch(raw_path) is not None:
+        return raw_path, raw_path  # the common case, e.g. /v1/chat/completions: nothing to do
     segments: list[str] = []
     for raw_segment in raw_path.split("/"):
         decoded = unquote(raw_segment, errors="surrogateescape")
