@@ -19,22 +19,13 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from storage.queries import COLUMN_DIMENSIONS, TAG_PREFIX
+
 Format = Literal["table", "csv", "json"]
 FORMATS: Final[tuple[str, ...]] = ("table", "csv", "json")
 
-# Plain ledger columns a report can group by, plus the time buckets and tags.
-COLUMN_DIMENSIONS: Final[tuple[str, ...]] = (
-    "team",
-    "model",
-    "project",
-    "organization",
-    "user",
-    "endpoint",
-    "service_tier",
-    "key_fingerprint",
-)
+# Ledger columns a report can group by (COLUMN_DIMENSIONS, TAG_PREFIX) come from the query layer.
 TIME_DIMENSIONS: Final[tuple[str, ...]] = ("day", "month")
-TAG_PREFIX: Final = "tag:"
 MAX_DIMENSIONS: Final = 6
 
 METRICS: Final[tuple[str, ...]] = (

@@ -3,10 +3,8 @@ proxy processes (separate engines) on one PostgreSQL database enforcing one team
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -17,40 +15,13 @@ from storage.ledger import write_batch
 from storage.migrate import upgrade
 from storage.reports import spent_by_team
 from tests.support.budget_fakes import FakeClock
-from tests.support.postgres import PostgresDatabases, postgres_databases
 from tests.support.spend_ledger import at, make_record
-
-
-@pytest.fixture(scope="module")
-def pg_databases() -> Iterator[PostgresDatabases]:
-    with postgres_databases() as databases:
-        yield databases
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'ledger.db'}"
-    databases: PostgresDatabases = request.getfixturevalue("pg_databases")
-    return databases.create()
-
-
-@pytest.fixture
-def pg_url(pg_databases: PostgresDatabases) -> str:
-    return pg_databases.create()
 
 
 async def migrated(url: str) -> AsyncEngine:
     engine = create_engine(url)
     await upgrade(engine)
     return engine
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await migrated(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def test_spent_by_team_sums_exactly_per_window(engine: AsyncEngine) -> None:
@@ -75,10 +46,10 @@ async def test_spent_by_team_sums_exactly_per_window(engine: AsyncEngine) -> Non
 
 
 @pytest.mark.postgres
-async def test_two_processes_on_one_postgres_enforce_one_budget(pg_url: str) -> None:
+async def test_two_processes_on_one_postgres_enforce_one_budget(postgres_url: str) -> None:
     now = at("2026-11-17T12:00:00Z")
     limit = Limit("search", "daily", Decimal("1.00"), "block", Decimal(80))
-    engines = [await migrated(pg_url), await migrated(pg_url)]
+    engines = [await migrated(postgres_url), await migrated(postgres_url)]
     clocks = [FakeClock(now), FakeClock(now)]
     replicas = [
         BudgetTracker(
