@@ -20,6 +20,7 @@ from proxy.usage.readers import (
     responses_reader,
     transcription_reader,
 )
+from proxy.usage.realtime import SessionUsageTap
 from proxy.usage.taps import (
     ChatStreamTap,
     FixedTap,
@@ -65,6 +66,10 @@ def _stored_response(request: Mapping[str, Any]) -> bool:
 
 def choose_tap(call: Call) -> Tap:
     if call.status is None or call.status >= 400:
+        return NullTap()
+    if call.status == 101:  # a WebSocket session: one record, the sum of its responses
+        if call.endpoint in ("realtime", "responses"):
+            return SessionUsageTap(model=call.model_requested)
         return NullTap()
     sse = _is_sse(call.content_type)
     segs = _segments(call.path)

@@ -22,6 +22,13 @@ Knobs (attributes, change them between calls):
   (no ``[DONE]``, no terminating chunk): an upstream cut mid-stream;
 * ``sse_split`` -- when set (byte offsets), an SSE body is written in pieces cut at those offsets
   of the whole body (with a yield between writes) instead of one write per event; not with gzip.
+* ``realtime_usages`` -- when set (a list of Realtime ``usage`` objects), each ``response.create``
+  on ``/v1/realtime`` answers ``response.created``, ``realtime_audio_deltas`` large
+  ``response.output_audio.delta`` events and ``response.done`` with the next usage of the list
+  (cycling), ids ``resp_rt_1``, ``resp_rt_2``, ...; ``realtime_model`` names the session's model;
+* ``transcription_text`` -- when set, transcriptions and translations whose ``response_format`` is
+  ``text``/``srt``/``vtt`` answer plain text (no usage, as whisper-1 does) and translations answer
+  ``{"text"}`` (no usage) otherwise.
 
 Observations: ``requests`` (every request: method, path, query, headers, body or its size/sha256,
 parsed JSON), ``stream_cancelled`` (set when a client went away mid-stream), ``first_body_bytes``
@@ -102,6 +109,7 @@ class SeenRequest:
     body_sha256: str
     json: Any = None
     form: dict[str, Any] = field(default_factory=dict)
+    head: bytes = b""  # the first 64 KiB of the body (kept even when the body is large)
 
 
 @dataclass
@@ -128,6 +136,10 @@ class FakeUpstream:
         self.transcription_seconds: float | None = None
         self.cut_after: int | None = None
         self.sse_split: list[int] | None = None
+        self.realtime_usages: list[dict[str, Any]] | None = None
+        self.realtime_model: str | None = None
+        self.realtime_audio_deltas = 3
+        self.transcription_text: str | None = None
         self.requests: list[SeenRequest] = []
         self.stream_cancelled = asyncio.Event()
         self.first_body_bytes = asyncio.Event()  # set when a streamed upload's first bytes arrive
@@ -151,6 +163,7 @@ class FakeUpstream:
         r.add_post("/v1/embeddings", self._embeddings)
         r.add_post("/v1/completions", self._completions)
         r.add_post("/v1/audio/transcriptions", self._transcription)
+        r.add_post("/v1/audio/translations", self._transcription)
         r.add_post("/v1/audio/speech", self._speech)
         r.add_post("/v1/files", self._upload)
         r.add_post("/v1/uploads/stream", self._upload)
@@ -207,6 +220,7 @@ class FakeUpstream:
     async def _record(self, request: web.Request) -> SeenRequest:
         digest = hashlib.sha256()
         kept: list[bytes] | None = []
+        head_parts: list[bytes] = []
         size = 0
         first = True
         while True:
@@ -218,10 +232,13 @@ class FakeUpstream:
                 first = False
             digest.update(chunk)
             size += len(chunk)
+            if sum(map(len, head_parts)) < 65536:
+                head_parts.append(chunk)
             if kept is not None:
                 kept.append(chunk)
                 if size > LARGE_BODY:
                     kept = None
+        head = b"".join(head_parts)[:65536]
         body = b"".join(kept) if kept is not None else None
         parsed: Any = None
         if body and request.content_type == "application/json":
@@ -236,6 +253,7 @@ class FakeUpstream:
             body_size=size,
             body_sha256=digest.hexdigest(),
             json=parsed,
+            head=head,
         )
         self.requests.append(seen)
         return seen
@@ -527,6 +545,8 @@ class FakeUpstream:
         # Parse a copy of the multipart body for the test's benefit.
         if seen.body is not None:
             seen.form = _parse_multipart(seen.body, request.headers.get("Content-Type", ""))
+        if self.transcription_text is not None:
+            return self._plain_transcription(request, seen)
         if self.transcription_seconds is not None:
             return self._json(
                 request,
@@ -553,6 +573,16 @@ class FakeUpstream:
             },
             "req_tr",
         )
+
+    def _plain_transcription(self, request: web.Request, seen: SeenRequest) -> web.Response:
+        """whisper-1 text/srt/vtt and translations: no usage anywhere in the response."""
+        text = self.transcription_text or ""
+        form = seen.form or _parse_multipart(seen.head, request.headers.get("Content-Type", ""))
+        fmt = form.get("response_format", "json")
+        headers = {"x-request-id": "req_tr_text"}
+        if fmt in ("text", "srt", "vtt"):
+            return web.Response(text=text, content_type="text/plain", headers=headers)
+        return self._json(request, {"text": text}, "req_tr_text")
 
     async def _speech(self, request: web.Request) -> web.StreamResponse:
         await self._record(request)
@@ -634,10 +664,21 @@ class FakeUpstream:
                 {"type": "session.created", "session": {"model": request.query.get("model")}}
             ).decode()
         )
+        if self.realtime_model is not None:
+            await ws.send_str(
+                orjson.dumps(
+                    {"type": "session.updated", "session": {"model": self.realtime_model}}
+                ).decode()
+            )
+        responses = 0
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:
                 event = orjson.loads(msg.data)
-                if event.get("type") == "response.create":
+                if event.get("type") == "response.create" and self.realtime_usages:
+                    responses += 1
+                    usage = self.realtime_usages[(responses - 1) % len(self.realtime_usages)]
+                    await self._realtime_response(ws, f"resp_rt_{responses}", usage)
+                elif event.get("type") == "response.create":
                     await ws.send_str(
                         orjson.dumps(
                             {
@@ -668,6 +709,49 @@ class FakeUpstream:
             elif msg.type is WSMsgType.BINARY:
                 await ws.send_bytes(msg.data)
         return ws
+
+    async def _realtime_response(
+        self, ws: web.WebSocketResponse, rid: str, usage: dict[str, Any]
+    ) -> None:
+        await ws.send_str(
+            orjson.dumps(
+                {
+                    "type": "response.created",
+                    "event_id": f"ev_{rid}_0",
+                    "response": {"id": rid, "object": "realtime.response", "status": "in_progress"},
+                }
+            ).decode()
+        )
+        audio = "UklGRg" * 4000  # ~24 KB of base64-looking audio per delta
+        for i in range(self.realtime_audio_deltas):
+            await ws.send_str(
+                orjson.dumps(
+                    {
+                        "type": "response.output_audio.delta",
+                        "event_id": f"ev_{rid}_{i + 1}",
+                        "response_id": rid,
+                        "item_id": f"item_{rid}",
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": audio,
+                    }
+                ).decode()
+            )
+        await ws.send_str(
+            orjson.dumps(
+                {
+                    "type": "response.done",
+                    "event_id": f"ev_{rid}_done",
+                    "response": {
+                        "id": rid,
+                        "object": "realtime.response",
+                        "status": "completed",
+                        "output": [],
+                        "usage": usage,
+                    },
+                }
+            ).decode()
+        )
 
 
 def _split(body: bytes, offsets: list[int]) -> list[bytes]:
