@@ -39,6 +39,7 @@ from proxy.usage.estimate import estimate_usage
 from proxy.usage.form import form_fields
 from proxy.usage.observation import NullTap, Observation
 from proxy.usage.plan import Call, choose_tap
+from proxy.usage.realtime import query_model
 from proxy.usage.rewrite import UsageChunkStripper, inject_include_usage, needs_injection
 from storage.record import RecordSink, UsageRecord, UsageSource
 
@@ -163,6 +164,8 @@ class UsageMeter:
         model = fields.get("model")
         if isinstance(model, str) and model and exchange.model_requested is None:
             exchange.model_requested = model
+        elif exchange.model_requested is None and exchange.endpoint == "realtime":
+            exchange.model_requested = query_model(exchange.query_string)  # ?model= of the WS URL
         stream = fields.get("stream")
         if stream is True or stream == "true" or "stream=true" in exchange.query_string:
             exchange.stream = True

@@ -13,7 +13,8 @@ Knobs (attributes, change them between calls):
 * ``model`` -- the resolved model the responses name;
 * ``fail(status, body=None, headers=None, times=1)`` -- the next calls answer an error;
 * ``gzip`` -- compress bodies (JSON and SSE, flushed per event) when the client accepts gzip;
-* ``hold`` -- an ``asyncio.Event``: streams send their first event then wait for it;
+* ``hold`` -- an ``asyncio.Event``: streams send their first event then wait for it (realtime
+  responses: their ``response.done`` waits for it);
 * ``chunk_delay_s`` -- a pause between SSE events;
 * ``stream_events`` -- how many content deltas a stream sends;
 * ``transcription_seconds`` -- when set, transcriptions report ``usage: {type: duration,
@@ -737,6 +738,10 @@ class FakeUpstream:
                     }
                 ).decode()
             )
+        if self.hold is not None:  # a response still in progress: its done event waits
+            await self.hold.wait()
+            if ws.closed:
+                return
         await ws.send_str(
             orjson.dumps(
                 {
