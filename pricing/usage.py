@@ -73,10 +73,26 @@ class Usage:
     units: Mapping[str, Decimal] = field(default_factory=lambda: _EMPTY_UNITS)
 
     def __post_init__(self) -> None:
-        for name in TOKEN_FIELDS:
-            value = getattr(self, name)
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
+        # One expression for the common case (all counts valid); the loop names the bad field.
+        if (
+            self.input_tokens < 0
+            or self.cached_input_tokens < 0
+            or self.cache_write_tokens < 0
+            or self.output_tokens < 0
+            or self.reasoning_tokens < 0
+            or self.audio_input_tokens < 0
+            or self.audio_output_tokens < 0
+            or self.image_input_tokens < 0
+            or self.image_output_tokens < 0
+            or self.accepted_prediction_tokens < 0
+            or self.rejected_prediction_tokens < 0
+        ):
+            for name in TOKEN_FIELDS:
+                value = getattr(self, name)
+                if value < 0:
+                    raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.units is _EMPTY_UNITS:
+            return
         for key, count in self.units.items():
             if count < 0:
                 raise ValueError(f"unit {key!r} must be >= 0, got {count}")

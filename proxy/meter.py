@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from pricing.cost import Cost, Pricer
-from pricing.usage import TOKEN_FIELDS, Usage
+from pricing.usage import Usage
 from proxy.dedupe import DedupeStore
 from proxy.exchange import Exchange, RequestStage, ResponsePlan
 from proxy.usage.encodings import Encodings
@@ -54,7 +54,21 @@ _ZERO: Final = Decimal(0)
 
 
 def _is_empty(usage: Usage) -> bool:
-    return not usage.units and not any(getattr(usage, name) for name in TOKEN_FIELDS)
+    # Every field of TOKEN_FIELDS, spelled out: attribute reads, not a getattr loop (hot path).
+    return not (
+        usage.units
+        or usage.input_tokens
+        or usage.cached_input_tokens
+        or usage.cache_write_tokens
+        or usage.output_tokens
+        or usage.reasoning_tokens
+        or usage.audio_input_tokens
+        or usage.audio_output_tokens
+        or usage.image_input_tokens
+        or usage.image_output_tokens
+        or usage.accepted_prediction_tokens
+        or usage.rejected_prediction_tokens
+    )
 
 
 def _tier_from_request(tier: str | None) -> str | None:

@@ -76,16 +76,23 @@ class RateLimitState:
     reset_seconds: float | None
 
 
+# (kind, limit header, remaining header, reset header), built once.
+_HEADER_NAMES: Final[tuple[tuple[str, str, str, str], ...]] = tuple(
+    (k, f"x-ratelimit-limit-{k}", f"x-ratelimit-remaining-{k}", f"x-ratelimit-reset-{k}")
+    for k in RATELIMIT_KINDS
+)
+
+
 def parse_ratelimit_headers(headers: Mapping[str, str]) -> tuple[RateLimitState, ...]:
     """The kinds present in ``headers`` (a case-insensitive mapping, e.g. aiohttp's CIMultiDict).
 
     A kind is returned when at least one of its three headers parsed; others are left out.
     """
     states: list[RateLimitState] = []
-    for kind in RATELIMIT_KINDS:
-        limit = _parse_count(headers.get(f"x-ratelimit-limit-{kind}"))
-        remaining = _parse_count(headers.get(f"x-ratelimit-remaining-{kind}"))
-        reset_raw = headers.get(f"x-ratelimit-reset-{kind}")
+    for kind, limit_name, remaining_name, reset_name in _HEADER_NAMES:
+        limit = _parse_count(headers.get(limit_name))
+        remaining = _parse_count(headers.get(remaining_name))
+        reset_raw = headers.get(reset_name)
         reset = parse_reset(reset_raw) if reset_raw is not None else None
         if limit is None and remaining is None and reset is None:
             continue
