@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -104,6 +104,9 @@ class Exchange:
     # Scratch space for stages that need to carry state from on_request to on_finish
     # (e.g. a budget reservation). Keys are the stage's own names.
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set by ``on_request`` to get a copy of the request body as it streams upstream: called with
+    # every chunk sent (the already-read head first), then with ``b""`` once the body ended.
+    upload_tee: Callable[[bytes], None] | None = None
 
     @property
     def latency_ms(self) -> float | None:

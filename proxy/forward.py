@@ -49,6 +49,7 @@ from proxy.exchange import Exchange, MeteringHooks, ResponsePlan
 from proxy.headers import client_response_headers, is_websocket_upgrade, upstream_request_headers
 from proxy.logs import CallLogger
 from proxy.settings import Settings
+from proxy.upload_copy import tee_body
 from proxy.usage.observation import NullTap
 from proxy.websocket import relay_websocket
 
@@ -337,6 +338,12 @@ class Forwarder:
 
         if exchange.upstream_body is not None and exchange.request_body is not None:
             body = exchange.upstream_body
+        if exchange.upload_tee is not None and body is not None:
+            body = tee_body(
+                body,
+                exchange.upload_tee,
+                lambda exc: self._metering_failed("upload_tee", exc, exchange),
+            )
         headers = upstream_request_headers(
             request.headers,
             authorization=exchange.upstream_authorization,

@@ -32,8 +32,11 @@ from aiohttp import web
 
 from pricing.cost import Cost, Pricer
 from pricing.usage import Usage
+from proxy.audio_duration import install_upload_copy, probe_upload, take_upload_copy
 from proxy.dedupe import DedupeStore
 from proxy.exchange import Exchange, RequestStage, ResponsePlan
+from proxy.upload_copy import UploadCopy
+from proxy.usage.audio import AUDIO_ENDPOINTS, measured
 from proxy.usage.encodings import Encodings
 from proxy.usage.estimate import estimate_usage
 from proxy.usage.form import form_fields
@@ -122,6 +125,11 @@ class UsageMeter:
             self._maybe_inject(exchange)
         except Exception as exc:
             self._report("inject", exc)
+        if exchange.endpoint in AUDIO_ENDPOINTS:  # priced per minute: may need the upload's length
+            try:
+                install_upload_copy(exchange, self._request_fields(exchange))
+            except Exception as exc:
+                self._report("upload_copy", exc)
         return None
 
     def on_response(self, exchange: Exchange) -> ResponsePlan:
@@ -227,6 +235,11 @@ class UsageMeter:
         if exchange.finished_at is None:
             exchange.finished_at = datetime.now(UTC)
         obs = self._observe(exchange, plan)
+        if exchange.upload_tee is not None:
+            copy = take_upload_copy(exchange, obs)
+            if copy is not None:
+                self._measure_later(exchange, obs, copy)
+                return
         if obs.source == "reported" and obs.dedupe_id and obs.dedupe_kind:
             seen = self._dedupe.first_time(obs.dedupe_kind, obs.dedupe_id)
             if inspect.isawaitable(seen):
@@ -310,6 +323,39 @@ class UsageMeter:
             return
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def _measure_later(self, exchange: Exchange, obs: Observation, copy: UploadCopy) -> None:
+        """Price from the uploaded audio's duration, probed in a worker thread (drain waits)."""
+        content_type = exchange.request_headers.get("Content-Type", "")
+
+        async def finish() -> None:
+            try:
+                seconds, reason = await asyncio.to_thread(probe_upload, copy, content_type)
+            except Exception as exc:
+                self._report("audio_duration", exc)
+                seconds, reason = None, "audio_duration_unknown: probe failed"
+            finally:
+                copy.close()
+            self._emit(exchange, self._measured_record(exchange, obs, seconds, reason))
+
+        try:
+            task = asyncio.get_running_loop().create_task(finish())
+        except RuntimeError as exc:  # no loop: record it unpriced (never lose it, never $0)
+            self._report("audio_duration", exc)
+            copy.close()
+            reason = "audio_duration_unknown: no event loop"
+            self._emit(exchange, self._measured_record(exchange, obs, None, reason))
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _measured_record(
+        self, exchange: Exchange, obs: Observation, seconds: Decimal | None, reason: str | None
+    ) -> UsageRecord:
+        if seconds is not None:
+            return self._record(exchange, measured(obs, seconds, exchange.model_requested))
+        unpriced = self._record(exchange, obs)
+        return replace(unpriced, cost_usd=None, price_ref=None, unpriced_reason=reason)
 
     def _price(
         self, usage: Usage | None, model: str | None, tier: str | None, at: datetime
