@@ -3,8 +3,9 @@
 SQLAlchemy's generic ``insert().values(...)`` spends ~0.3 ms of Python per 40-column row; these
 paths bind plain driver values instead:
 
-* PostgreSQL: one ``INSERT … SELECT FROM unnest($1::varchar[], …) ON CONFLICT (id) DO NOTHING
-  RETURNING id`` per batch (one round trip, any batch size).
+* PostgreSQL: the batch as one JSON parameter, ``INSERT … SELECT FROM json_populate_recordset(…)
+  ON CONFLICT (id) DO NOTHING RETURNING id`` (one round trip, any batch size; see
+  :mod:`storage.pg_write`, which also has the raw-rows-plus-rollup statement the writer uses).
 * SQLite: look up which ids exist, then ``executemany`` an ``INSERT OR IGNORE`` of the others. The
   ledger has one writer per SQLite file (the spool lock), so the look-up and insert see the same
   table.
@@ -24,24 +25,12 @@ from typing import Any, Final
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from storage import pg_write
 from storage.record import UsageRecord
 from storage.schema import usage_records
-from storage.types import money_to_units, quantize_money
+from storage.types import money_to_units
 
 COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in usage_records.columns)
-_JSON: Final = frozenset({"tags", "units"})
-_TIMES: Final = frozenset({"started_at", "finished_at"})
-_PG_ARRAY: Final[dict[str, str]] = {
-    "started_at": "timestamptz[]",
-    "finished_at": "timestamptz[]",
-    "status_code": "int[]",
-    "stream": "bool[]",
-    "tags": "text[]",
-    "units": "text[]",
-    "cost_usd": "numeric[]",
-    "latency_ms": "float8[]",
-    "ttft_ms": "float8[]",
-}
 _SQLITE_LOOKUP_CHUNK: Final = 500
 _ALL: Final = attrgetter(*COLUMNS)
 _I_START: Final = COLUMNS.index("started_at")
@@ -62,22 +51,6 @@ def _json(value: Any) -> str:
     return orjson.dumps({k: str(v) for k, v in value.items()}).decode()
 
 
-def _pg_sql() -> str:
-    arrays = []
-    for index, name in enumerate(COLUMNS, start=1):
-        kind = _PG_ARRAY.get(name)
-        if kind is None:
-            kind = "bigint[]" if name.endswith("_tokens") else "text[]"
-        arrays.append(f"${index}::{kind}")
-    select = ", ".join(f"{_quoted(n)}::json" if n in _JSON else f"{_quoted(n)}" for n in COLUMNS)
-    return (
-        f"INSERT INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
-        f"SELECT {select} FROM unnest({', '.join(arrays)}) AS t({', '.join(map(_quoted, COLUMNS))}) "
-        "ON CONFLICT (id) DO NOTHING RETURNING id"
-    )
-
-
-_PG_SQL: Final = _pg_sql()
 _SQLITE_INSERT: Final = (
     f"INSERT OR IGNORE INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
     f"VALUES ({', '.join('?' for _ in COLUMNS)})"
@@ -93,12 +66,6 @@ def _sqlite_time(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _pg_time(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the ledger; use an aware (UTC) datetime")
-    return value
-
-
 async def insert_new(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
     """Insert records whose id is not in the ledger; returns the ids inserted."""
     if conn.dialect.name == "postgresql":
@@ -109,14 +76,9 @@ async def insert_new(conn: AsyncConnection, records: Sequence[UsageRecord]) -> l
 
 
 async def _insert_postgresql(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
-    rows = [_ALL(r) for r in records]
-    arrays: list[list[Any]] = [list(column) for column in zip(*rows, strict=True)]
-    arrays[_I_START] = [_pg_time(v) for v in arrays[_I_START]]
-    arrays[_I_FINISH] = [_pg_time(v) for v in arrays[_I_FINISH]]
-    arrays[_I_TAGS] = [_json(v) for v in arrays[_I_TAGS]]
-    arrays[_I_UNITS] = [_json(v) for v in arrays[_I_UNITS]]
-    arrays[_I_COST] = [None if v is None else quantize_money(v) for v in arrays[_I_COST]]
-    result = await conn.exec_driver_sql(_PG_SQL, tuple(arrays))
+    result = await conn.exec_driver_sql(
+        pg_write.INSERT_RETURNING_IDS, (pg_write.batch_json(records),)
+    )
     return [row[0] for row in result.all()]
 
 

@@ -1,4 +1,8 @@
-"""One batch into the ledger: raw rows and their rollup, in one transaction, idempotent on id."""
+"""One batch into the ledger: raw rows and their rollup, in one transaction, idempotent on id.
+
+PostgreSQL does both in one statement (:data:`storage.pg_write.INSERT_WITH_ROLLUP`); SQLite inserts
+through :mod:`storage.bulk` and upserts :func:`storage.rollup.rollup_deltas` of the rows inserted.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from sqlalchemy import Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from storage import pg_write
 from storage.bulk import insert_new
 from storage.record import UsageRecord
 from storage.rollup import rollup_deltas
@@ -33,6 +38,10 @@ async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) 
     if not records:
         return 0
     by_id = {record.id: record for record in records}
+    if conn.dialect.name == "postgresql":  # raw rows + rollup in one statement
+        batch = pg_write.batch_json(list(by_id.values()))
+        result = await conn.exec_driver_sql(pg_write.INSERT_WITH_ROLLUP, (batch,))
+        return int(result.scalar_one())
     inserted = [by_id[row_id] for row_id in await insert_new(conn, list(by_id.values()))]
     deltas = rollup_deltas(inserted)
     if deltas:
