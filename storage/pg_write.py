@@ -31,7 +31,9 @@ from storage.record import UsageRecord
 from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, TOKEN_COLUMNS, usage_records
 from storage.types import MONEY_PLACES, quantize_money
 
-COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in usage_records.columns)
+COLUMNS: Final[tuple[str, ...]] = tuple(
+    str(c.name) for c in usage_records.columns
+)  # plain str keys for orjson
 
 
 def _quoted(name: str) -> str:
