@@ -10,7 +10,9 @@ from typing import Protocol
 from pricing.usage import Usage
 
 
-@dataclass(frozen=True, slots=True)
+# Cost and CostComponent are built on every call: plain slotted classes (not frozen, ~3x cheaper to
+# construct); treat them as immutable.
+@dataclass(slots=True)
 class CostComponent:
     """One priced line: e.g. ``output_tokens`` 200 x 0.60/1M = 0.00012."""
 
@@ -21,7 +23,7 @@ class CostComponent:
     amount: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cost:
     """The price of one call. ``total is None`` means unpriced (never silently $0)."""
 

@@ -12,7 +12,9 @@ Outcome = Literal["ok", "upstream_error", "client_disconnect", "upstream_timeout
 UsageSource = Literal["reported", "estimated", "none"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen on purpose: one is built per call, and a frozen 40-field dataclass costs ~7x more to
+# construct (object.__setattr__ per field). Treat instances as immutable: sinks only read them.
+@dataclass(slots=True)
 class UsageRecord:
     """DESIGN's ledger columns. Token columns follow OpenAI's totals (details are subsets)."""
 

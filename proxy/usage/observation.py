@@ -10,7 +10,8 @@ from pricing.usage import Usage
 from storage.record import UsageSource
 
 
-@dataclass(frozen=True, slots=True)
+# Built once per call: not frozen (cheaper to construct); treat as immutable.
+@dataclass(slots=True)
 class Observation:
     usage: Usage | None
     source: UsageSource
