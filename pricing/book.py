@@ -156,6 +156,10 @@ class PriceBook:
     def entries(self) -> tuple[Entry, ...]:
         return self._entries
 
+    def discount_percent(self, model: str) -> Decimal:
+        """The discount on catalog model ``model``'s costs: its own, else the global one (0-100)."""
+        return self._model_discount.get(model, self._discount)
+
     # -- pricing ----------------------------------------------------------------------------
 
     def price(self, usage: Usage, model: str | None, tier: str | None, at: datetime) -> Cost:

@@ -3,6 +3,11 @@
 Used by ``openai-meter prices`` and ``GET /meter/prices``. Token prices are USD per 1M tokens
 (per-1K catalog data converted); tiers show listed or derived rates (batch 50%, flex = batch),
 never the fallbacks the engine applies to kinds of tokens an entry does not price.
+
+Configuration shows: rates are the ones in effect for the book (``pricing.overrides`` applied), and
+each priced tier carries the ``price_ref`` the engine writes to the ledger for it, with its suffixes
+(``+override`` for a negotiated price, ``-N%`` for a discount, which applies to a call's total and
+so is listed beside the rates, not folded into them).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.book import PriceBook
-from pricing.plan import TIERS, RawRates, tidy, tier_rates
+from pricing.plan import TIERS, PlanSet, RawRates, tidy, tier_rates
 from pricing.schema import Entry
 
 TOKEN_UNIT = "USD per 1M tokens"
@@ -42,6 +47,22 @@ def _tiers(entry: Entry, *, fine_tuned: bool = False, long_context: bool = False
     return tiers
 
 
+OVERRIDE_SUFFIX = "+override"
+
+
+def _refs(
+    plans: dict[str, PlanSet], tiers: dict[str, Any], discount: Decimal, *, long: bool = False
+) -> dict[str, str]:
+    """The engine's ``price_ref`` per listed tier (discount suffix as ``compute_cost`` adds it)."""
+    suffix = f"-{discount.normalize():f}%" if discount else ""
+    refs = {}
+    for tier in tiers:
+        plan = plans[tier].long if long else plans[tier].base
+        if plan is not None:
+            refs[tier] = plan.ref + suffix
+    return refs
+
+
 def describe_entry(book: PriceBook, entry: Entry, at: date) -> dict[str, Any]:
     factor = Decimal(1000) if entry.token_unit == "per_1k_tokens" else Decimal(1)
     item: dict[str, Any] = {
@@ -57,14 +78,27 @@ def describe_entry(book: PriceBook, entry: Entry, at: date) -> dict[str, Any]:
         "unit": TOKEN_UNIT,
         "tiers": _tiers(entry),
     }
+    plans = book.plans(entry)
+    discount = book.discount_percent(entry.model)
+    item["price_refs"] = _refs(plans, item["tiers"], discount)
+    if plans["standard"].base.ref.endswith(OVERRIDE_SUFFIX):
+        item["override"] = True
+    if discount:
+        item["discount_percent"] = f"{discount.normalize():f}"
     if entry.long_context is not None:
+        long_tiers = _tiers(entry, long_context=True)
         item["long_context"] = {
             "above_input_tokens": entry.long_context.above_input_tokens,
-            "tiers": _tiers(entry, long_context=True),
+            "tiers": long_tiers,
+            "price_refs": _refs(plans, long_tiers, discount, long=True),
         }
     fine = entry.fine_tuned
     if fine is not None:
-        fine_item: dict[str, Any] = {"tiers": _tiers(entry, fine_tuned=True)}
+        fine_tiers = _tiers(entry, fine_tuned=True)
+        fine_item: dict[str, Any] = {
+            "tiers": fine_tiers,
+            "price_refs": _refs(book.plans(entry, fine_tuned=True), fine_tiers, discount),
+        }
         if fine.training_tokens is not None:
             fine_item["training_per_1m_tokens"] = _money(fine.training_tokens * factor)
         if fine.training_hours is not None:

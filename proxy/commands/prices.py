@@ -1,14 +1,21 @@
-"""``openai-meter prices [MODEL] [--at DATE] [--format table|json]`` and ``prices check``.
+"""``openai-meter prices [MODEL] [--at DATE] [--format table|json] [--config FILE]`` and
+``prices check``.
 
-``prices`` lists the catalog in effect on a date (all models, or what MODEL resolves to; a
-snapshot or ``ft:`` name works). ``prices check`` compares the catalog with the ``genai-prices``
+``prices`` lists the prices in effect on a date for this deployment (all models, or what MODEL
+resolves to; a snapshot or ``ft:`` name works): the shipped catalog with the configuration's
+``pricing.overrides``, ``discount_percent`` and ``model_discount_percent`` applied, read the way
+``serve`` reads them (``--config`` or ``OPENAI_METER_CONFIG``, then ``OPENAI_METER_PRICING__*``
+environment variables). Configured prices are marked with the ``price_ref`` suffix the ledger gets:
+``+override`` for a negotiated price, ``-N%`` for a discount on the total. ``prices check`` compares the catalog with the ``genai-prices``
 package (``pip install 'openai-meter[check]'``) and prints where they disagree.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
@@ -17,6 +24,7 @@ import orjson
 from pricing.book import PriceBook
 from pricing.check import CheckUnavailable, compare
 from pricing.listing import price_list
+from proxy.config import ConfigError, load_settings
 
 _TABLE_DIMENSIONS = ("input", "cached_input", "cache_write", "output")
 
@@ -38,7 +46,25 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="date (YYYY-MM-DD or ISO timestamp); default today (UTC)",
     )
     parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config whose pricing section applies (default: $OPENAI_METER_CONFIG, if set)",
+    )
     parser.set_defaults(func=run)
+
+
+def configured_book(config_path: str | None, environ: Mapping[str, str]) -> PriceBook:
+    """The price book ``serve`` would build: catalog + ``pricing`` settings (file < environment).
+
+    Raises :class:`ConfigError` (bad file or key) or ``ValueError`` (bad override or discount).
+    """
+    pricing = load_settings(config_path=config_path, environ=environ).pricing
+    return PriceBook.load(
+        overrides=pricing.overrides,
+        discount_percent=pricing.discount_percent,
+        model_discount_percent=pricing.model_discount_percent,
+    )
 
 
 def parse_day(text: str) -> date:
@@ -52,11 +78,22 @@ def parse_day(text: str) -> date:
 
 
 def run(
-    args: argparse.Namespace, *, book: PriceBook | None = None, out: TextIO | None = None
+    args: argparse.Namespace,
+    *,
+    book: PriceBook | None = None,
+    out: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     out = out or sys.stdout
     day: date = args.at or datetime.now(UTC).date()
-    book = book or PriceBook.load()
+    if book is None:
+        try:
+            book = configured_book(
+                getattr(args, "config", None), os.environ if environ is None else environ
+            )
+        except (ConfigError, ValueError) as exc:
+            print(f"openai-meter prices: {exc}", file=sys.stderr)
+            return 2
     if args.model == "check":
         return _check(book, day, args.format, out)
     items = price_list(book, day, args.model)
@@ -85,10 +122,31 @@ def _other(rates: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _configured(item: dict[str, Any]) -> str:
+    """The price_ref suffix configuration gives this model (``+override``, ``-10%``), or ''."""
+    suffix = "+override" if item.get("override") else ""
+    if "discount_percent" in item:
+        suffix += f"-{item['discount_percent']}%"
+    return suffix
+
+
 def render_table(items: list[dict[str, Any]], day: date) -> str:
-    header = ("MODEL", "TIER", "INPUT", "CACHED", "CACHE WRITE", "OUTPUT", "OTHER", "SINCE")
+    header: tuple[str, ...] = (
+        "MODEL",
+        "TIER",
+        "INPUT",
+        "CACHED",
+        "CACHE WRITE",
+        "OUTPUT",
+        "OTHER",
+        "SINCE",
+    )
+    configured = any(_configured(item) for item in items)
+    if configured:
+        header = (*header, "CONFIG")
     rows: list[tuple[str, ...]] = []
     for item in items:
+        mark = (_configured(item),) if configured else ()
         groups = [("", item["tiers"])]
         if "long_context" in item:
             above = item["long_context"]["above_input_tokens"]
@@ -104,17 +162,22 @@ def render_table(items: list[dict[str, Any]], day: date) -> str:
                         *(rates.get(d, "-") for d in _TABLE_DIMENSIONS),
                         _other(rates),
                         item["effective_from"],
+                        *mark,
                     )
                 )
         for unit, tool in item.get("tools", {}).items():
-            rows.append(
-                (item["model"], "tool", "", "", "", "", f"{unit}={tool['rate']}/{tool['per']}", "")
-            )
+            tool_row = ("", "", "", "", f"{unit}={tool['rate']}/{tool['per']}", "", *mark)
+            rows.append((item["model"], "tool", *tool_row))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"Prices in effect on {day} (USD per 1M tokens unless noted)"]
     for row in [header, *rows]:
         lines.append(
             "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        )
+    if configured:
+        lines.append(
+            "CONFIG: price_ref suffix from the configuration: +override = pricing.overrides price "
+            "(listed above), -N% = discount on each call's total"
         )
     return "\n".join(lines) + "\n"
 
