@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from proxy.usage.encodings import load_offline
@@ -240,7 +240,13 @@ async def _split_scenario(offsets: list[int], cut: bool) -> None:
             assert rows[0]["usage_source"] == "reported"
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+# Each example starts an app (~0.3 s): no shrinking phase, so a failure reports in seconds, not minutes.
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+)
 @given(offsets=st.lists(st.integers(min_value=0, max_value=4000), max_size=12), cut=st.booleans())
 def test_streams_split_at_arbitrary_bytes_are_metered_the_same(
     offsets: list[int], cut: bool
