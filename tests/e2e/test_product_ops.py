@@ -89,13 +89,8 @@ async def test_serve_subprocess_sigterm_exits_0_and_every_record_is_in_the_datab
         try:
             ids: list[str] = []
             for _ in range(3):
-                ids.append(
-                    (
-                        await client.chat.completions.create(
-                            model="gpt-4o-mini", messages=MESSAGES
-                        )
-                    ).id
-                )
+                reply = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                ids.append(reply.id)
                 stream = await client.chat.completions.create(
                     model="gpt-4o-mini", messages=MESSAGES, stream=True
                 )
@@ -179,9 +174,8 @@ async def test_ledger_outage_calls_succeed_and_records_land_once_after_recovery(
             relay.cut()  # the database goes away mid-traffic...
             ids += await calls(4)  # ...and every call still succeeds
             await asyncio.sleep(0.3)  # several flush intervals: the writer meets the outage
-            async with aiohttp.ClientSession() as http:
-                async with http.get(product.url + "/metrics") as r:
-                    metrics = await r.text()
+            async with aiohttp.ClientSession() as http, http.get(product.url + "/metrics") as r:
+                metrics = await r.text()
             assert _sample(metrics, "openai_meter_ledger_spooled_records_total") > 0
             relay.restore()
             await product.wait_rows(len(ids), deadline_s=30)  # replayed after recovery
