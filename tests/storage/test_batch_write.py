@@ -13,12 +13,16 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.engine import create_engine
 from storage.ledger import write_batch
+from storage.migrate import upgrade
 from storage.queries import fetch_records
 from storage.rollup import rollup_deltas
 from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, usage_daily, usage_records
@@ -136,3 +140,16 @@ async def test_times_keep_microseconds_and_their_instant_across_offsets(
 
 def test_rollup_sums_cover_every_rollup_column() -> None:
     assert set(ROLLUP_SUMS) | set(ROLLUP_KEY) == {c.name for c in usage_daily.columns}
+
+
+@pytest.mark.postgres
+async def test_over_long_text_is_refused_not_truncated_on_postgresql(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await upgrade(engine)
+        with pytest.raises(DBAPIError, match="too long"):
+            await write_batch(engine, [make_record(1, team="t" * 129)])  # team is VARCHAR(128)
+        assert await fetch_records(engine, limit=10) == []
+        assert await write_batch(engine, [make_record(1, team="t" * 128)]) == 1
+    finally:
+        await engine.dispose()
