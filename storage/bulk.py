@@ -3,9 +3,10 @@
 SQLAlchemy's generic ``insert().values(...)`` spends ~0.3 ms of Python per 40-column row; these
 paths bind plain driver values instead:
 
-* PostgreSQL: the batch as one JSON parameter, ``INSERT … SELECT FROM json_populate_recordset(…)
-  ON CONFLICT (id) DO NOTHING RETURNING id`` (one round trip, any batch size; see
-  :mod:`storage.pg_write`, which also has the raw-rows-plus-rollup statement the writer uses).
+* PostgreSQL: the batch as one JSON parameter, ``INSERT … SELECT … FROM
+  jsonb_array_elements($1::jsonb) ON CONFLICT (id) DO NOTHING RETURNING id`` (one round trip, any
+  batch size; see :mod:`storage.pg_write`, which also has the raw-rows-plus-rollup statement the
+  writer uses).
 * SQLite: look up which ids exist, then ``executemany`` an ``INSERT OR IGNORE`` of the others. The
   ledger has one writer per SQLite file (the spool lock), so the look-up and insert see the same
   table.
