@@ -333,6 +333,7 @@ class Forwarder:
             self._metering_failed("on_request", exc, exchange)
             refusal = None
         if refusal is not None:
+            exchange.outcome = "refused"
             exchange.status_code = refusal.status
             return refusal
 
@@ -479,6 +480,7 @@ class Forwarder:
             self._metering_failed("on_request", exc, exchange)
             refusal = None
         if refusal is not None:
+            exchange.outcome = "refused"
             exchange.status_code = refusal.status
             return refusal
         headers = upstream_request_headers(

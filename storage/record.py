@@ -8,7 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
-Outcome = Literal["ok", "upstream_error", "client_disconnect", "upstream_timeout", "proxy_error"]
+# ``refused``: answered by the proxy itself without calling upstream (budget exceeded, malformed
+# X-Meter-Tags, unknown virtual key) -- recorded so refusals are visible, never billed.
+Outcome = Literal[
+    "ok", "upstream_error", "client_disconnect", "upstream_timeout", "proxy_error", "refused"
+]
 UsageSource = Literal["reported", "estimated", "none"]
 
 

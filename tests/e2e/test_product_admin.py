@@ -189,4 +189,5 @@ async def test_team_over_its_daily_budget_gets_rate_limit_error_after_one_attemp
     # The refusal is on the ledger too (status 429), with no spend.
     [refused] = [r for r in rows if r["status_code"] == 429]
     assert refused["team"] == "search" and refused["cost_usd"] == 0
+    assert refused["outcome"] == "refused"
     assert sum(r["cost_usd"] for r in rows if r["team"] == "search") == 3 * PER_CALL

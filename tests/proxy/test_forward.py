@@ -143,6 +143,7 @@ async def test_refusal_is_sent_and_upstream_never_called(fake_upstream: FakeUpst
     assert fake_upstream.requests == []
     assert hooks.events == ["on_request", "on_finish"]
     assert hooks.finished[0].status_code == 429
+    assert hooks.finished[0].outcome == "refused"
 
 
 async def test_upstream_body_and_authorization_override_are_sent(
