@@ -2,6 +2,7 @@
 and a month's per-team spend report over a bulk-loaded PostgreSQL ledger.
 
     python -m bench.ledger_bench                       # throughput, 50k records per backend
+    python -m bench.ledger_bench --runs 3              # each run's figures, then min / median
     python -m bench.ledger_bench --report-rows 10000000  # + the 10M-row report benchmark
 
 PostgreSQL: ``OPENAI_METER_TEST_POSTGRES_URL`` (default postgresql://postgres@127.0.0.1:5432/test);
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import statistics
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -197,10 +199,27 @@ def run(count: int = 50_000, report_rows: int = 0) -> dict[str, float]:
     return asyncio.run(_main(count, report_rows))
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--report-rows", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=1, help="repeat; print min and median too")
     args = parser.parse_args()
-    for key, value in run(args.records, args.report_rows).items():
-        print(f"{key:40s} {value:14.3f}")
+    results: list[dict[str, float]] = []
+    for number in range(1, args.runs + 1):
+        print(f"run {number}: load average before {_load()}")
+        results.append(run(args.records, args.report_rows if number == 1 else 0))
+        for key, value in results[-1].items():
+            print(f"{key:40s} {value:14.3f}")
+    print(f"load average after {_load()}")
+    if args.runs > 1:
+        for key in results[0]:
+            values = [r[key] for r in results if key in r]
+            if len(values) > 1:
+                print(
+                    f"{key:40s} min {min(values):12.3f}  median {statistics.median(values):12.3f}"
+                )
