@@ -108,6 +108,11 @@ class Spool:
             self.seal()
         return count
 
+    @property
+    def needs_sync(self) -> bool:
+        """Something was appended since the last sync (cheap: lets the writer skip a thread hop)."""
+        return self._dirty and self._fd is not None
+
     def sync(self) -> None:
         """``fsync`` the open segment if anything was appended since the last sync.
 

@@ -260,6 +260,8 @@ class LedgerWriter:
     async def _sync_spool(self) -> None:
         while True:
             await asyncio.sleep(self._fsync_interval)
+            if not self._spool.needs_sync:
+                continue  # nothing spooled: no thread hop (it cost ~4% of the server's CPU)
             try:
                 await asyncio.to_thread(self._spool.sync)
             except OSError:
