@@ -6,10 +6,11 @@ through :mod:`storage.bulk` and upserts :func:`storage.rollup.rollup_deltas` of 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Insert, Table
+from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -18,14 +19,6 @@ from storage.bulk import insert_new
 from storage.record import UsageRecord
 from storage.rollup import rollup_deltas
 from storage.schema import ROLLUP_KEY, ROLLUP_SUMS, usage_daily
-
-
-def _insert(conn: AsyncConnection, table: Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    if conn.dialect.name == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"unsupported dialect {conn.dialect.name}")
 
 
 async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) -> int:
@@ -45,16 +38,21 @@ async def insert_records(conn: AsyncConnection, records: Sequence[UsageRecord]) 
     inserted = [by_id[row_id] for row_id in await insert_new(conn, list(by_id.values()))]
     deltas = rollup_deltas(inserted)
     if deltas:
-        await conn.execute(_rollup_upsert(conn), deltas)
+        await conn.execute(_rollup_upsert(conn.dialect.name), deltas)
     return len(inserted)
 
 
-def _rollup_upsert(conn: AsyncConnection) -> Insert:
-    stmt = _insert(conn, usage_daily)
-    return stmt.on_conflict_do_update(  # type: ignore[no-any-return]
-        index_elements=list(ROLLUP_KEY),
-        set_={name: usage_daily.c[name] + stmt.excluded[name] for name in ROLLUP_SUMS},
+@functools.cache
+def _rollup_upsert(dialect: str) -> Insert:
+    """The rollup upsert, built once per dialect (it used to be rebuilt for every batch)."""
+    insert: Any = (
+        postgresql.insert(usage_daily) if dialect == "postgresql" else sqlite.insert(usage_daily)
     )
+    stmt: Insert = insert.on_conflict_do_update(
+        index_elements=list(ROLLUP_KEY),
+        set_={col: usage_daily.c[col] + insert.excluded[col] for col in ROLLUP_SUMS},
+    )
+    return stmt
 
 
 async def write_batch(engine: AsyncEngine, records: Sequence[UsageRecord]) -> int:
