@@ -55,37 +55,70 @@ def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
 
 def completion_usage(usage: Mapping[str, Any]) -> Usage:
     """Chat completions and legacy completions (``CompletionUsage``)."""
-    pin = _details(usage, "prompt_tokens_details", "input_tokens_details")
-    out = _details(usage, "completion_tokens_details", "output_tokens_details")
+    # Hot path (every chat call): no helper call per count; ``_int`` only for non-int values.
+    pin = usage.get("prompt_tokens_details")
+    if type(pin) is not dict:
+        pin = _details(usage, "prompt_tokens_details", "input_tokens_details")
+    out = usage.get("completion_tokens_details")
+    if type(out) is not dict:
+        out = _details(usage, "completion_tokens_details", "output_tokens_details")
+    i = usage.get("prompt_tokens", 0)
+    o = usage.get("completion_tokens", 0)
+    cached = pin.get("cached_tokens", 0)
+    write = pin.get("cache_write_tokens", 0)
+    a_in = pin.get("audio_tokens", 0)
+    i_in = pin.get("image_tokens", 0)
+    reason = out.get("reasoning_tokens", 0)
+    a_out = out.get("audio_tokens", 0)
+    i_out = out.get("image_tokens", 0)
+    accepted = out.get("accepted_prediction_tokens", 0)
+    rejected = out.get("rejected_prediction_tokens", 0)
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        cached_input_tokens=_int(pin.get("cached_tokens")),
-        cache_write_tokens=_int(pin.get("cache_write_tokens")),
-        audio_input_tokens=_int(pin.get("audio_tokens")),
-        image_input_tokens=_int(pin.get("image_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        reasoning_tokens=_int(out.get("reasoning_tokens")),
-        audio_output_tokens=_int(out.get("audio_tokens")),
-        image_output_tokens=_int(out.get("image_tokens")),
-        accepted_prediction_tokens=_int(out.get("accepted_prediction_tokens")),
-        rejected_prediction_tokens=_int(out.get("rejected_prediction_tokens")),
+        input_tokens=(i if i > 0 else 0) if type(i) is int else _int(i),
+        cached_input_tokens=(cached if cached > 0 else 0) if type(cached) is int else _int(cached),
+        cache_write_tokens=(write if write > 0 else 0) if type(write) is int else _int(write),
+        audio_input_tokens=(a_in if a_in > 0 else 0) if type(a_in) is int else _int(a_in),
+        image_input_tokens=(i_in if i_in > 0 else 0) if type(i_in) is int else _int(i_in),
+        output_tokens=(o if o > 0 else 0) if type(o) is int else _int(o),
+        reasoning_tokens=(reason if reason > 0 else 0) if type(reason) is int else _int(reason),
+        audio_output_tokens=(a_out if a_out > 0 else 0) if type(a_out) is int else _int(a_out),
+        image_output_tokens=(i_out if i_out > 0 else 0) if type(i_out) is int else _int(i_out),
+        accepted_prediction_tokens=(accepted if accepted > 0 else 0)
+        if type(accepted) is int
+        else _int(accepted),
+        rejected_prediction_tokens=(rejected if rejected > 0 else 0)
+        if type(rejected) is int
+        else _int(rejected),
     )
 
 
 def responses_usage(usage: Mapping[str, Any]) -> Usage:
     """Responses, compact, Batch, images and realtime (``input_tokens`` / ``output_tokens``)."""
-    pin = _details(usage, "input_tokens_details", "input_token_details")
-    out = _details(usage, "output_tokens_details", "output_token_details")
+    pin = usage.get("input_tokens_details")
+    if type(pin) is not dict:
+        pin = _details(usage, "input_tokens_details", "input_token_details")
+    out = usage.get("output_tokens_details")
+    if type(out) is not dict:
+        out = _details(usage, "output_tokens_details", "output_token_details")
+    i = usage.get("input_tokens", 0)
+    o = usage.get("output_tokens", 0)
+    cached = pin.get("cached_tokens", 0)
+    write = pin.get("cache_write_tokens", 0)
+    a_in = pin.get("audio_tokens", 0)
+    i_in = pin.get("image_tokens", 0)
+    reason = out.get("reasoning_tokens", 0)
+    a_out = out.get("audio_tokens", 0)
+    i_out = out.get("image_tokens", 0)
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        cached_input_tokens=_int(pin.get("cached_tokens")),
-        cache_write_tokens=_int(pin.get("cache_write_tokens")),
-        audio_input_tokens=_int(pin.get("audio_tokens")),
-        image_input_tokens=_int(pin.get("image_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        reasoning_tokens=_int(out.get("reasoning_tokens")),
-        audio_output_tokens=_int(out.get("audio_tokens")),
-        image_output_tokens=_int(out.get("image_tokens")),
+        input_tokens=(i if i > 0 else 0) if type(i) is int else _int(i),
+        cached_input_tokens=(cached if cached > 0 else 0) if type(cached) is int else _int(cached),
+        cache_write_tokens=(write if write > 0 else 0) if type(write) is int else _int(write),
+        audio_input_tokens=(a_in if a_in > 0 else 0) if type(a_in) is int else _int(a_in),
+        image_input_tokens=(i_in if i_in > 0 else 0) if type(i_in) is int else _int(i_in),
+        output_tokens=(o if o > 0 else 0) if type(o) is int else _int(o),
+        reasoning_tokens=(reason if reason > 0 else 0) if type(reason) is int else _int(reason),
+        audio_output_tokens=(a_out if a_out > 0 else 0) if type(a_out) is int else _int(a_out),
+        image_output_tokens=(i_out if i_out > 0 else 0) if type(i_out) is int else _int(i_out),
     )
 
 
