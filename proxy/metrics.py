@@ -11,8 +11,11 @@ Names and labels are DESIGN's contract (prefix ``openai_meter_``) plus the OpenT
 * ``user`` / ``key`` labels exist only when enabled, and stop growing at ``max_identity_values``
   distinct values (later ones are ``other``) so an opted-in label still cannot explode Prometheus.
 
-Per record the work is O(1): label values are bounded through small caches and each label tuple's
-child (``metric.labels(...)``) is created once and kept in a dict. Money is ``Decimal`` everywhere
+Per record the work is O(1) and lock-free: label values are bounded through small caches, each raw
+label combination's series are looked up once and kept, and an update is a float addition (plus a
+``bisect`` for histograms) on plain objects owned by the event loop's thread; a custom collector turns
+them into the exposition at scrape time, identical to what prometheus_client's own metrics export
+(see "Series storage" below). Money is ``Decimal`` everywhere
 else; it becomes ``float`` only here, at the Prometheus edge (the ledger stays exact).
 
 The ledger writer registers its own ``openai_meter_ledger_*`` metrics on the same registry.
@@ -22,14 +25,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from threading import get_ident
 from typing import Any, Final, Generic, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 from proxy.endpoints import ENDPOINTS
 from proxy.exchange import Exchange
@@ -177,32 +187,210 @@ class _CappedValues:
         return OTHER
 
 
-M = TypeVar("M", Counter, Gauge, Histogram)
+# --- Series storage ------------------------------------------------------------------------------
+#
+# Every update lands in plain Python objects (a float attribute, a list of bucket counts) owned by
+# the event loop's thread; a scrape turns them into ``Metric`` families (``_Collector``). This moves
+# the cost from every call to every scrape: prometheus_client's own metrics take a lock per
+# ``inc``/``observe`` (~14 ``inc`` + ~5 ``observe`` per record). The exported samples are the ones
+# prometheus_client's ``Counter`` / ``Gauge`` / ``Histogram`` would export for the same updates:
+# same names, types, help, label order, series order (creation order), values and ``_created``
+# (``time.time()`` when a series is first touched); tests/observability/golden holds the proof.
+#
+# Threading: updates need no lock because only one thread makes them. ``_Owner`` claims the first
+# updating thread; an update from any other thread raises (``submit`` and the rate-limit path log it
+# once and drop the update; it cannot be counted, counting would be an update from that thread). A scrape runs synchronously, so on the owning thread no update can interleave with
+# it: the snapshot is consistent. A scrape from another thread (not done by this product: both
+# ``/metrics`` servers are aiohttp apps on the same loop) copies each series atomically under the GIL
+# and is logged once; series may then be a few updates apart from each other.
+
+_Samples = list[tuple[str, dict[str, str], float]]
 
 
-class _Children(Generic[M]):
-    """``metric.labels(*values)`` computed once per label tuple."""
+def _use_created() -> bool:
+    """prometheus_client's switch for ``_created`` samples (``PROMETHEUS_DISABLE_CREATED_SERIES``,
+    ``disable_created_metrics()``), read at scrape time as its own metrics do."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
 
-    __slots__ = ("_children", "_metric")
 
-    def __init__(self, metric: M) -> None:
-        self._metric: M = metric
-        self._children: dict[tuple[str, ...], M] = {}
+class _Count:
+    """A counter series. Increment with ``value += n`` after checking ``n >= 0`` (:func:`_inc`)."""
 
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._metric.labels(*values)
-            self._children[values] = child
-        return child
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def samples(self, use_created: bool) -> _Samples:
+        samples: _Samples = [("_total", {}, self.value)]
+        if use_created:
+            samples.append(("_created", {}, self.created))
+        return samples
+
+
+def _inc(counter: _Count, amount: float) -> None:
+    if amount < 0:
+        raise ValueError("Counters can only be incremented by non-negative amounts.")
+    counter.value += amount
+
+
+class _Gauge:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+    def samples(self, use_created: bool) -> _Samples:
+        return [("", {}, self.value)]
+
+
+class _Hist:
+    """A histogram series: ``counts[i]`` observations fell in bucket ``i`` (not cumulative)."""
+
+    __slots__ = ("bounds", "counts", "created", "le", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], le: tuple[str, ...]) -> None:
+        self.bounds = bounds  # ends with +Inf
+        self.le = le
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        self.sum += amount
+        if amount == amount:  # NaN lands in no bucket, as with prometheus_client's Histogram
+            self.counts[bisect_left(self.bounds, amount)] += 1.0
+
+    def samples(self, use_created: bool) -> _Samples:
+        counts = self.counts[:]  # one atomic copy: bucket counts and _count always agree
+        samples: _Samples = []
+        acc = 0.0
+        for le, count in zip(self.le, counts, strict=True):
+            acc += count
+            samples.append(("_bucket", {"le": le}, acc))
+        samples.append(("_count", {}, acc))
+        if self.bounds[0] >= 0:
+            samples.append(("_sum", {}, self.sum))
+        if use_created:
+            samples.append(("_created", {}, self.created))
+        return samples
+
+
+C = TypeVar("C", _Count, _Gauge, _Hist)
+
+
+class _Family(Generic[C]):
+    """One metric family: its series by label values, in creation order.
+
+    ``family(*values)`` returns the series, creating it on first use (like ``metric.labels(...)``).
+    A family without labels has its single series from the start (like an unlabelled metric).
+    """
+
+    __slots__ = ("_new", "documentation", "labelnames", "name", "series", "type")
+
+    def __init__(
+        self,
+        type_: str,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...],
+        new: Callable[[], C],
+    ) -> None:
+        self.type = type_
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self._new: Callable[[], C] = new
+        self.series: dict[tuple[str, ...], C] = {}
+        if not labelnames:
+            self.series[()] = new()
+
+    def __call__(self, *values: str) -> C:
+        series = self.series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            series = self.series[values] = self._new()
+        return series
+
+    def describe(self) -> Metric:
+        return Metric(self.name, self.documentation, self.type)
+
+    def collect(self, use_created: bool) -> Metric:
+        metric = Metric(self.name, self.documentation, self.type)
+        names = self.labelnames
+        for values, series in list(self.series.items()):  # list(): one atomic copy
+            labels = dict(zip(names, values, strict=True))
+            for suffix, extra, value in series.samples(use_created):
+                metric.add_sample(self.name + suffix, {**labels, **extra}, value)
+        return metric
+
+
+class _Owner:
+    """The one thread allowed to update the metrics: the first one that does (the event loop's)."""
+
+    __slots__ = ("_warned", "ident")
+
+    def __init__(self) -> None:
+        self.ident: int | None = None
+        self._warned = False
+
+    def claim(self) -> None:
+        """Called when ``get_ident() != self.ident``: the first updater claims, others fail."""
+        ident = get_ident()
+        if self.ident is None:
+            self.ident = ident
+        elif ident != self.ident:
+            raise RuntimeError(
+                "proxy.metrics.Metrics is updated from a second thread; it is lock-free and "
+                "single-threaded by design (update it from the event loop only)"
+            )
+
+    def scraping(self) -> None:
+        if self.ident is not None and get_ident() != self.ident and not self._warned:
+            self._warned = True
+            log.warning(
+                "metrics scraped from a thread other than the event loop's: series are copied "
+                "one by one and may be a few updates apart (logged once)"
+            )
+
+
+class _Collector:
+    """The families on a ``CollectorRegistry``, in registration order (= exposition order)."""
+
+    def __init__(self, families: list[_Family[Any]], owner: _Owner) -> None:
+        self._families = families
+        self._owner = owner
+
+    def describe(self) -> list[Metric]:
+        return [family.describe() for family in self._families]
+
+    def collect(self) -> list[Metric]:
+        self._owner.scraping()
+        use_created = _use_created()
+        return [family.collect(use_created) for family in self._families]
+
+
+def _histogram_bounds(buckets: tuple[float, ...]) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """Upper bounds with +Inf appended and their ``le`` strings (as prometheus_client does)."""
+    bounds = tuple(float(b) for b in buckets)
+    if list(bounds) != sorted(bounds):
+        raise ValueError("Buckets not in sorted order")
+    if bounds[-1] != math.inf:
+        bounds += (math.inf,)
+    return bounds, tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
 
 
 @dataclass(slots=True)
 class _Series:
-    """Bounded labels and children for one raw label combination (see ``Metrics._bind``).
+    """Bounded labels and series for one raw label combination (see ``Metrics._bind``).
 
-    Only children every record touches are bound up front; token types, cost, unpriced and TTFT
-    children are created on first use, so no empty series is exported for what never happened.
+    Only series every record touches are bound up front; token types, cost, unpriced and TTFT
+    series are created on first use, so no empty series is exported for what never happened.
     """
 
     endpoint: str
@@ -210,16 +398,22 @@ class _Series:
     team: str
     tier: str
     ident: tuple[str, ...]
-    requests: Counter
-    duration: Histogram
-    genai_duration: Histogram
-    genai_input: Histogram
-    genai_output: Histogram
-    tokens: dict[str, Counter] = field(default_factory=dict)
+    requests: _Count
+    duration: _Hist
+    genai_duration: _Hist
+    genai_input: _Hist
+    genai_output: _Hist
+    tokens: dict[str, _Count] = field(default_factory=dict)
+    cost: _Count | None = None
+    unpriced: _Count | None = None
+    ttft: _Hist | None = None
 
 
 class Metrics:
-    """The proxy's metrics. A :class:`storage.record.RecordSink`: ``submit`` never raises."""
+    """The proxy's metrics. A :class:`storage.record.RecordSink`: ``submit`` never raises.
+
+    Single-threaded: update it from the event loop's thread only (see ``_Owner`` above).
+    """
 
     def __init__(
         self,
@@ -236,74 +430,71 @@ class Metrics:
         self.bounds = LabelBounds(models, teams, canonical)
         self._user_labels = user_labels
         self._key_labels = key_labels
+        self._has_identity = user_labels or key_labels
         self._users = _CappedValues(max_identity_values)
         self._keys = _CappedValues(max_identity_values)
         self._stages = _CappedValues(_MAX_SMALL_LABEL_VALUES)
         self._reasons = _CappedValues(_MAX_SMALL_LABEL_VALUES)
         self._broken = False
         self._series: dict[tuple[Any, ...], _Series] = {}
+        self._owner = _Owner()
+        families: list[_Family[Any]] = []
 
         identity = (("user",) if user_labels else ()) + (("key",) if key_labels else ())
 
-        def counter(name: str, doc: str, labels: tuple[str, ...]) -> Counter:
-            return Counter(name, doc, labels, namespace=PREFIX, registry=registry)
+        def add(family: _Family[C]) -> _Family[C]:
+            families.append(family)
+            return family
 
-        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> Gauge:
-            return Gauge(name, doc, labels, namespace=PREFIX, registry=registry)
+        def counter(name: str, doc: str, labels: tuple[str, ...]) -> _Family[_Count]:
+            return add(_Family("counter", f"{PREFIX}_{name}", doc, labels, _Count))
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...]) -> _Family[_Gauge]:
+            return add(_Family("gauge", f"{PREFIX}_{name}", doc, labels, _Gauge))
 
         def histogram(
             name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...], ns: str
-        ) -> Histogram:
-            return Histogram(name, doc, labels, namespace=ns, registry=registry, buckets=buckets)
+        ) -> _Family[_Hist]:
+            bounds, le = _histogram_bounds(buckets)
+            full = f"{ns}_{name}" if ns else name
+            return add(_Family("histogram", full, doc, labels, lambda: _Hist(bounds, le)))
 
-        self._requests = _Children(
-            counter(
-                "requests",
-                "Forwarded calls, one per ledger record.",
-                ("endpoint", "model", "team", "status_class", *identity),
-            )
+        self._requests = counter(
+            "requests",
+            "Forwarded calls, one per ledger record.",
+            ("endpoint", "model", "team", "status_class", *identity),
         )
-        self._tokens = _Children(
-            counter(
-                "tokens",
-                "Tokens by type; input/output are totals, the other types are subsets of them.",
-                ("endpoint", "model", "team", "type", *identity),
-            )
+        self._tokens = counter(
+            "tokens",
+            "Tokens by type; input/output are totals, the other types are subsets of them.",
+            ("endpoint", "model", "team", "type", *identity),
         )
-        self._cost = _Children(
-            counter(
-                "cost_usd",
-                "Priced spend in USD (the ledger holds the exact decimal amounts).",
-                ("model", "team", "service_tier", *identity),
-            )
+        self._cost = counter(
+            "cost_usd",
+            "Priced spend in USD (the ledger holds the exact decimal amounts).",
+            ("model", "team", "service_tier", *identity),
         )
-        self._unpriced = _Children(
-            counter("unpriced_requests", "Calls recorded with no price (cost NULL).", ("model",))
+        self._unpriced = counter(
+            "unpriced_requests", "Calls recorded with no price (cost NULL).", ("model",)
         )
-        self._estimated = _Children(
-            counter(
-                "estimated_usage",
-                "Calls whose usage was estimated locally (tiktoken) instead of reported.",
-                ("endpoint", "reason"),
-            )
+        self._estimated = counter(
+            "estimated_usage",
+            "Calls whose usage was estimated locally (tiktoken) instead of reported.",
+            ("endpoint", "reason"),
         )
-        self._duration = _Children(
-            histogram(
-                "request_duration_seconds",
-                "Whole call duration as the client saw it.",
-                ("endpoint", "model"),
-                DURATION_BUCKETS,
-                PREFIX,
-            )
+        self._duration = histogram(
+            "request_duration_seconds",
+            "Whole call duration as the client saw it.",
+            ("endpoint", "model"),
+            DURATION_BUCKETS,
+            PREFIX,
         )
-        self._ttft = _Children(
-            histogram(
-                "time_to_first_token_seconds",
-                "Time to the first body chunk of streamed responses.",
-                ("endpoint", "model"),
-                TTFT_BUCKETS,
-                PREFIX,
-            )
+        self._ttft = histogram(
+            "time_to_first_token_seconds",
+            "Time to the first body chunk of streamed responses.",
+            ("endpoint", "model"),
+            TTFT_BUCKETS,
+            PREFIX,
         )
         self._overhead = histogram(
             "proxy_overhead_seconds",
@@ -311,34 +502,26 @@ class Metrics:
             (),
             OVERHEAD_BUCKETS,
             PREFIX,
+        )()
+        self._errors = counter(
+            "metering_errors",
+            "Failures inside metering (the call itself went on).",
+            ("stage",),
         )
-        self._errors = _Children(
-            counter(
-                "metering_errors",
-                "Failures inside metering (the call itself went on).",
-                ("stage",),
-            )
+        self._rl_remaining = gauge(
+            "upstream_ratelimit_remaining",
+            "x-ratelimit-remaining-* from the latest upstream response for the model.",
+            ("kind", "model"),
         )
-        self._rl_remaining = _Children(
-            gauge(
-                "upstream_ratelimit_remaining",
-                "x-ratelimit-remaining-* from the latest upstream response for the model.",
-                ("kind", "model"),
-            )
+        self._rl_limit = gauge(
+            "upstream_ratelimit_limit",
+            "x-ratelimit-limit-* from the latest upstream response for the model.",
+            ("kind", "model"),
         )
-        self._rl_limit = _Children(
-            gauge(
-                "upstream_ratelimit_limit",
-                "x-ratelimit-limit-* from the latest upstream response for the model.",
-                ("kind", "model"),
-            )
-        )
-        self._rl_reset = _Children(
-            gauge(
-                "upstream_ratelimit_reset_seconds",
-                "x-ratelimit-reset-* (seconds until the window resets) from the latest response.",
-                ("kind", "model"),
-            )
+        self._rl_reset = gauge(
+            "upstream_ratelimit_reset_seconds",
+            "x-ratelimit-reset-* (seconds until the window resets) from the latest response.",
+            ("kind", "model"),
         )
         self._tier_limit = gauge(
             "usage_tier_limit",
@@ -346,32 +529,27 @@ class Metrics:
             "batch_queue_tokens).",
             ("model", "kind"),
         )
-        self._budget_spent = _Children(
-            gauge("budget_spent_usd", "Spend counted against a team's budget.", ("team", "period"))
+        self._budget_spent = gauge(
+            "budget_spent_usd", "Spend counted against a team's budget.", ("team", "period")
         )
-        self._budget_limit = _Children(
-            gauge("budget_limit_usd", "A team's budget limit.", ("team", "period"))
-        )
+        self._budget_limit = gauge("budget_limit_usd", "A team's budget limit.", ("team", "period"))
         genai_labels = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model")
         provider = ("gen_ai_provider_name",)
-        self._genai_tokens = _Children(
-            histogram(
-                "gen_ai_client_token_usage",
-                "Number of input and output tokens used (OpenTelemetry GenAI).",
-                (*genai_labels, "gen_ai_token_type", *provider),
-                TOKEN_BUCKETS,
-                "",
-            )
+        self._genai_tokens = histogram(
+            "gen_ai_client_token_usage",
+            "Number of input and output tokens used (OpenTelemetry GenAI).",
+            (*genai_labels, "gen_ai_token_type", *provider),
+            TOKEN_BUCKETS,
+            "",
         )
-        self._genai_duration = _Children(
-            histogram(
-                "gen_ai_client_operation_duration_seconds",
-                "GenAI operation duration (OpenTelemetry GenAI).",
-                (*genai_labels, *provider),
-                DURATION_BUCKETS,
-                "",
-            )
+        self._genai_duration = histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration (OpenTelemetry GenAI).",
+            (*genai_labels, *provider),
+            DURATION_BUCKETS,
+            "",
         )
+        registry.register(_Collector(families, self._owner))
         if usage_tier is not None:
             self._set_tier(usage_tier)
         # Export the error series at 0 from the start, so "no errors" reads as 0, not "no data".
@@ -382,24 +560,27 @@ class Metrics:
 
     def submit(self, record: UsageRecord) -> None:
         try:
+            if get_ident() != self._owner.ident:
+                self._owner.claim()
             self._observe_record(record)
         except Exception:
             self._fail("metrics")
 
     def _observe_record(self, record: UsageRecord) -> None:
-        key = (
+        key: tuple[Any, ...] = (
             record.endpoint,
             record.model,
             record.model_requested,
             record.team,
             record.status_code,
             record.service_tier,
-            *self._identity(record),
         )
+        if self._has_identity:
+            key += self._identity(record)
         s = self._series.get(key)
         if s is None:
             s = self._bind(key)
-        s.requests.inc()
+        s.requests.value += 1.0
         tokens = s.tokens
         for type_, column in TOKEN_TYPES:
             count = getattr(record, column)
@@ -409,12 +590,18 @@ class Metrics:
                     child = tokens[type_] = self._tokens(
                         s.endpoint, s.model, s.team, type_, *s.ident
                     )
-                child.inc(count)
+                _inc(child, count)
         cost = record.cost_usd
         if cost is None:
-            self._unpriced(s.model).inc()
+            unpriced = s.unpriced
+            if unpriced is None:
+                unpriced = s.unpriced = self._unpriced(s.model)
+            unpriced.value += 1.0
         else:
-            self._cost(s.model, s.team, s.tier, *s.ident).inc(float(cost))
+            cost_series = s.cost
+            if cost_series is None:
+                cost_series = s.cost = self._cost(s.model, s.team, s.tier, *s.ident)
+            _inc(cost_series, float(cost))
         source = record.usage_source
         if source == "estimated":
             self.estimated(s.endpoint, record.estimate_reason or "unknown")
@@ -423,13 +610,16 @@ class Metrics:
             s.duration.observe(seconds)
             s.genai_duration.observe(seconds)
         if record.stream and record.ttft_ms is not None:
-            self._ttft(s.endpoint, s.model).observe(record.ttft_ms / 1000.0)
+            ttft = s.ttft
+            if ttft is None:
+                ttft = s.ttft = self._ttft(s.endpoint, s.model)
+            ttft.observe(record.ttft_ms / 1000.0)
         if source != "none":
             s.genai_input.observe(record.input_tokens)
             s.genai_output.observe(record.output_tokens)
 
     def _bind(self, key: tuple[Any, ...]) -> _Series:
-        """Bounded labels and the always-used children for one raw label combination, cached."""
+        """Bounded labels and the always-used series for one raw label combination, cached."""
         endpoint_raw, model_raw, requested_raw, team_raw, status, tier_raw = key[:6]
         ident: tuple[str, ...] = key[6:]
         bounds = self.bounds
@@ -469,10 +659,14 @@ class Metrics:
     # --- Other moments ---------------------------------------------------------------------------
 
     def observe_overhead(self, seconds: float) -> None:
+        if get_ident() != self._owner.ident:
+            self._owner.claim()
         self._overhead.observe(seconds)
 
     def metering_error(self, stage: str) -> None:
-        self._errors(self._stages(stage)).inc()
+        if get_ident() != self._owner.ident:
+            self._owner.claim()
+        self._errors(self._stages(stage)).value += 1.0
 
     def on_error(self, stage: str, exc: BaseException) -> None:
         """Adapter for ``UsageMeter(on_error=...)`` and ``build_app(on_metering_error=...)``."""
@@ -481,13 +675,17 @@ class Metrics:
     def estimated(self, endpoint: str, reason: str) -> None:
         """Counted by :meth:`submit` for records with ``usage_source == "estimated"``; call this
         directly only for estimates that never become a record."""
-        self._estimated(self.bounds.endpoint(endpoint), self._reasons(reason)).inc()
+        if get_ident() != self._owner.ident:
+            self._owner.claim()
+        self._estimated(self.bounds.endpoint(endpoint), self._reasons(reason)).value += 1.0
 
     def observe_ratelimit_headers(
         self, headers: Mapping[str, str], model: str | None = None
     ) -> None:
         """Upstream response headers -> headroom gauges. Never raises."""
         try:
+            if get_ident() != self._owner.ident:
+                self._owner.claim()
             label = self.bounds.model(model)
             for state in parse_ratelimit_headers(headers):
                 if state.remaining is not None:
@@ -501,6 +699,8 @@ class Metrics:
 
     def set_budget(self, team: str, period: str, spent: Decimal, limit: Decimal | None) -> None:
         """Budget gauges for one team and period (``daily`` / ``monthly``); no limit -> no gauge."""
+        if get_ident() != self._owner.ident:
+            self._owner.claim()
         label = self.bounds.team(team)
         self._budget_spent(label, period).set(float(spent))
         if limit is not None:
@@ -510,7 +710,7 @@ class Metrics:
         for (model, kind), limit in tier_limits(tier).items():
             label = self.bounds.model(model)
             if label != OTHER:
-                self._tier_limit.labels(label, kind).set(limit)
+                self._tier_limit(label, kind).set(limit)
 
     def _fail(self, stage: str) -> None:
         if not self._broken:
