@@ -113,6 +113,17 @@ class UsageChunkStripper:
             self._passing = False
             self._context = b""
             return data[len(context) : end] + self._events(data[end:])
+        if (
+            not self._held
+            and chunk[-2:] == b"\n\n"
+            and chunk.find(b"\n\n") == len(chunk) - 2
+            and b"\r" not in chunk
+        ):
+            # Fast path: the chunk is exactly one whole event (LF line ends, the usual framing).
+            if is_usage_only_event(chunk):
+                self._dropped = True
+                return b""
+            return chunk
         data = self._held + chunk if self._held else chunk
         self._held = b""
         return self._events(data)

@@ -173,7 +173,16 @@ class ChatStreamTap:
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
-            self._event(event)
+            data = event.data
+            if (
+                self._first
+                or data[:1] != b"{"
+                or data[:8] == b'{"error"'
+                or (b'"usage"' in data and b'"usage":null' not in data)
+            ):
+                self._event(event)
+            else:  # a plain delta (almost every event): what ``_event`` does, inline
+                self._retained.add(data)
 
     def _event(self, event: SSEEvent) -> None:
         data = event.data
