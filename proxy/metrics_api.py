@@ -9,6 +9,10 @@ default registry. Wiring (``proxy/app.py``)::
     app.router.add_get("/metrics", metrics_handler)
     if settings.metrics.port is not None:
         app.cleanup_ctx.append(metrics_server_ctx(registry, settings.listen.host, settings.metrics.port))
+
+Both servers render synchronously on the event loop that also records the calls. ``proxy.metrics``
+relies on that: its series are updated without locks from the loop's thread, so a scrape that runs
+on the same thread, start to finish, is a consistent snapshot. Do not move rendering to an executor.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ METRICS_ADDRESS_KEY = web.AppKey("metrics_address", tuple[str, int])
 
 
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
-    """The exposition body and its content type for an ``Accept`` header."""
+    """The exposition body and its content type for an ``Accept`` header (call on the loop)."""
     encoder, content_type = choose_encoder(accept or "")
     return encoder(registry), content_type
 
