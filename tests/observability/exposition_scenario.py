@@ -10,6 +10,7 @@ Regenerate (only when the exposition is meant to change) with
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +35,17 @@ CREATED_AT = 1_700_000_000.0
 
 @contextmanager
 def pinned_clock() -> Iterator[None]:
-    """``time.time()`` ticks 0.25 s per call: each series' ``_created`` tells when it was made."""
+    """``time.time()`` ticks 0.25 s per call: each series' ``_created`` tells when it was made.
+
+    Logging is off meanwhile: a log record reads the clock too (on some Python versions).
+    """
     ticks = itertools.count()
-    with mock.patch.object(time, "time", side_effect=lambda: CREATED_AT + next(ticks) / 4):
-        yield
+    logging.disable(logging.CRITICAL)
+    try:
+        with mock.patch.object(time, "time", side_effect=lambda: CREATED_AT + next(ticks) / 4):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _records() -> list[dict[str, Any]]:
