@@ -56,6 +56,7 @@ _WS_DROP: Final[frozenset[str]] = frozenset(
 _RESPONSE_DROP: Final[frozenset[str]] = HOP_BY_HOP | {"content-encoding", "content-length"}
 
 METER_PREFIX: Final[str] = "x-meter-"
+_PREFIX_LEN: Final = len(METER_PREFIX)
 AUTHORIZATION: Final[istr] = istr("Authorization")
 
 
@@ -69,13 +70,24 @@ def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
 def _filtered(
     items: Iterable[tuple[str, str]], drop: frozenset[str], extra: frozenset[str]
 ) -> CIMultiDict[str]:
+    if extra:
+        drop = drop | extra
     out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
     for name, value in items:
         lower = name.lower()
-        if lower in drop or lower in extra or lower.startswith(METER_PREFIX):
-            continue
-        out.add(name, value)
+        if lower not in drop and lower[:_PREFIX_LEN] != METER_PREFIX:
+            add(name, value)
     return out
+
+
+# The request drop sets for (keep_content_length, websocket), built once.
+_REQUEST_DROPS: Final[dict[tuple[bool, bool], frozenset[str]]] = {
+    (True, False): _REQUEST_DROP,
+    (False, False): _REQUEST_DROP | _BODY_FRAMING,
+    (True, True): _REQUEST_DROP | _WS_DROP,
+    (False, True): _REQUEST_DROP | _BODY_FRAMING | _WS_DROP,
+}
 
 
 def upstream_request_headers(
@@ -90,13 +102,8 @@ def upstream_request_headers(
     ``authorization`` replaces the client's ``Authorization`` (virtual keys).
     ``keep_content_length`` is False when the proxy sends a body it read (and maybe rewrote).
     """
-    drop = _REQUEST_DROP
-    if not keep_content_length:
-        drop = drop | _BODY_FRAMING
-    if websocket:
-        drop = drop | _WS_DROP
-    items = client.items()
-    out = _filtered(items, drop, _connection_tokens(client))
+    drop = _REQUEST_DROPS[(bool(keep_content_length), bool(websocket))]
+    out = _filtered(client.items(), drop, _connection_tokens(client))
     if authorization is not None:
         out[AUTHORIZATION] = authorization
     return out
