@@ -135,24 +135,21 @@ def compute_cost(
     total = ZERO
     if plan.token_billed:
         per_token = plan.per_token
-        index = -1
-        for quantity in token_buckets(usage):
-            index += 1
+        multiply = ctx.multiply
+        add = ctx.add
+        for index, quantity in enumerate(token_buckets(usage)):
             if not quantity:
                 continue
             unit_rate = per_token[index]
             if unit_rate is None:
                 dimension = TOKEN_DIMENSIONS[index]
                 return _unpriced(plan, f"no {dimension} price for {plan.model} ({plan.tier})")
-            amount = ctx.multiply(unit_rate, quantity)
-            total = ctx.add(total, amount)
+            count = Decimal(quantity)  # exact; multiplying two Decimals skips an int conversion
+            amount = multiply(unit_rate, count)
+            total = add(total, amount)
             components.append(
                 CostComponent(
-                    TOKEN_DIMENSIONS[index],
-                    Decimal(quantity),
-                    plan.tokens[index] or ZERO,
-                    PER_1M,
-                    amount,
+                    TOKEN_DIMENSIONS[index], count, plan.tokens[index] or ZERO, PER_1M, amount
                 )
             )
     billed_units = False
