@@ -44,7 +44,7 @@ class Server:
     url: str
 
 
-async def _wait_ready(url: str, wait_s: float = 30.0) -> None:
+async def _wait_ready(url: str, wait_s: float = 90.0) -> None:
     deadline = time.monotonic() + wait_s
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < deadline:
