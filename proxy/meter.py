@@ -54,6 +54,7 @@ _FORM_KEY: Final = "usage.form"
 # Endpoints billed even when the response never started (client gone / timeout before headers).
 _BILLABLE_POSTS: Final = frozenset({"chat.completions", "completions", "responses", "embeddings"})
 _ZERO: Final = Decimal(0)
+_NO_USAGE: Final = Usage()  # read-only stand-in when a call has no usage
 
 
 def _is_empty(usage: Usage) -> bool:
@@ -375,9 +376,11 @@ class UsageMeter:
         already = obs.extra.get("already_metered")
         cost = self._price(usage, model, tier, exchange.started_at)
         price_ref = f"already_metered:{already}" if already is not None else cost.price_ref
-        u = usage or Usage()
+        u = usage or _NO_USAGE
+        units = u.units
         source: UsageSource = obs.source if usage is not None else "none"
         attribution = exchange.attribution
+        tags = attribution.tags
         return UsageRecord(
             id=exchange.id,
             started_at=exchange.started_at,
@@ -398,7 +401,7 @@ class UsageMeter:
             organization=attribution.organization,
             key_fingerprint=attribution.key_fingerprint,
             user=attribution.user,
-            tags=dict(attribution.tags),
+            tags=dict(tags) if tags else {},
             input_tokens=u.input_tokens,
             cached_input_tokens=u.cached_input_tokens,
             cache_write_tokens=u.cache_write_tokens,
@@ -410,7 +413,7 @@ class UsageMeter:
             image_output_tokens=u.image_output_tokens,
             accepted_prediction_tokens=u.accepted_prediction_tokens,
             rejected_prediction_tokens=u.rejected_prediction_tokens,
-            units=dict(u.units),
+            units=dict(units) if units else {},
             usage_source=source,
             estimate_reason=obs.estimate_reason if source == "estimated" else None,
             cost_usd=cost.total,
