@@ -120,6 +120,9 @@ class UsageChunkStripper:
             and b"\r" not in chunk
         ):
             # Fast path: the chunk is exactly one whole event (LF line ends, the usual framing).
+            # is_usage_only_event's cheap refusals first, without a call (almost every event).
+            if b'"choices":[{' in chunk or b'"usage"' not in chunk or b'"usage":null' in chunk:
+                return chunk
             if is_usage_only_event(chunk):
                 self._dropped = True
                 return b""

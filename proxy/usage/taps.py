@@ -182,7 +182,13 @@ class ChatStreamTap:
             ):
                 self._event(event)
             else:  # a plain delta (almost every event): what ``_event`` does, inline
-                self._retained.add(data)
+                retained = self._retained
+                size = len(data)
+                if retained.bytes + size > MAX_RETAINED_BYTES:
+                    retained.dropped += 1  # as _Retained.add
+                else:
+                    retained.items.append(data)
+                    retained.bytes += size
 
     def _event(self, event: SSEEvent) -> None:
         data = event.data

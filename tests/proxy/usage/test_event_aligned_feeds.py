@@ -7,9 +7,11 @@ with multi-line events, and with a cut right after a CR.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.usage import taps
 from proxy.usage.observation import Observation
 from proxy.usage.rewrite import UsageChunkStripper
 from proxy.usage.sse import SSEDecoder, SSEEvent
@@ -132,3 +134,17 @@ def test_cut_then_aligned_equals_whole(
     assert decode(pieces) == decode([data])
     assert strip(pieces) == strip([data])
     assert observe(pieces) == observe([data])
+
+
+def test_retention_cap_still_scales_the_estimate_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = raw("chat_stream_tools_no_usage.sse")
+    pieces = events_of(data)
+    full = observe(pieces).output_text
+    deltas = [piece for piece in pieces if b'"delta"' in piece]
+    # Keep roughly the first third of the delta payloads; the rest is counted, not kept.
+    cap = sum(len(piece) for piece in deltas[: max(1, len(deltas) // 3)])
+    monkeypatch.setattr(taps, "MAX_RETAINED_BYTES", cap)
+    capped = observe(pieces).output_text
+    assert capped != full
+    # Scaled by events seen / events kept: about as long as the full text, not a third of it.
+    assert len(capped) >= len(full) * 0.6
