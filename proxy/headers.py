@@ -67,16 +67,37 @@ def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
     return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
 
 
+# Per drop set, a memo of header name (as sent, case and all) -> forwarded? The same few names
+# arrive on every call; one dict lookup replaces lower() + set test + prefix test. Pure, so a race
+# only recomputes; bounded, because names come from clients.
+_KEEP_CACHE_LIMIT: Final = 512
+_KEEP: Final[dict[frozenset[str], dict[str, bool]]] = {}
+
+
 def _filtered(
     items: Iterable[tuple[str, str]], drop: frozenset[str], extra: frozenset[str]
 ) -> CIMultiDict[str]:
-    if extra:
-        drop = drop | extra
     out: CIMultiDict[str] = CIMultiDict()
     add = out.add
+    if extra:  # names listed in Connection (rare): no memo
+        drop = drop | extra
+        for name, value in items:
+            lower = name.lower()
+            if lower not in drop and lower[:_PREFIX_LEN] != METER_PREFIX:
+                add(name, value)
+        return out
+    keep = _KEEP.get(drop)
+    if keep is None:
+        keep = _KEEP[drop] = {}
     for name, value in items:
-        lower = name.lower()
-        if lower not in drop and lower[:_PREFIX_LEN] != METER_PREFIX:
+        forward = keep.get(name)
+        if forward is None:
+            lower = name.lower()
+            forward = lower not in drop and lower[:_PREFIX_LEN] != METER_PREFIX
+            if len(keep) >= _KEEP_CACHE_LIMIT:
+                keep.clear()
+            keep[name] = forward
+        if forward:
             add(name, value)
     return out
 
