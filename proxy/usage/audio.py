@@ -26,6 +26,7 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Final
 
 from pricing.usage import Usage
+from proxy.usage.form import disposition_param, multipart_boundary
 from proxy.usage.observation import Observation
 
 AUDIO_ENDPOINTS: Final = frozenset({"audio.transcriptions", "audio.translations"})
@@ -83,7 +84,7 @@ def measured(obs: Observation, seconds: Decimal, model: str | None) -> Observati
 
 def file_part(buffer: Buffer, content_type: str) -> tuple[int, int, str] | None:
     """``(start, end, filename)`` of the first file part of a complete multipart body, or None."""
-    boundary = _boundary(content_type)
+    boundary = multipart_boundary(content_type)
     if not boundary or not content_type.lower().startswith("multipart/form-data"):
         return None
     delimiter = b"--" + boundary
@@ -101,27 +102,8 @@ def file_part(buffer: Buffer, content_type: str) -> tuple[int, int, str] | None:
         if end < 0:
             return None  # truncated body
         headers = bytes(buffer[start:headers_end]).decode("latin-1")
-        filename = _filename(headers)
+        filename = disposition_param(headers, "filename")
         if filename is not None:
             return content_start, end, filename
         pos = end + 2
-    return None
-
-
-def _boundary(content_type: str) -> bytes | None:
-    for param in content_type.split(";")[1:]:
-        key, _, value = param.strip().partition("=")
-        if key.lower() == "boundary" and value:
-            return value.strip('"').encode("latin-1")
-    return None
-
-
-def _filename(headers: str) -> str | None:
-    for line in headers.split("\r\n"):
-        if not line.lower().startswith("content-disposition:"):
-            continue
-        for param in line.split(";")[1:]:
-            key, _, value = param.strip().partition("=")
-            if key.lower() == "filename":
-                return value.strip('"')
     return None

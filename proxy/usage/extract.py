@@ -55,15 +55,28 @@ def _details(usage: Mapping[str, Any], *keys: str) -> Mapping[str, Any]:
 
 def completion_usage(usage: Mapping[str, Any]) -> Usage:
     """Chat completions and legacy completions (``CompletionUsage``)."""
-    # Hot path (every chat call): no helper call per count; ``_int`` only for non-int values.
     pin = usage.get("prompt_tokens_details")
     if type(pin) is not dict:
         pin = _details(usage, "prompt_tokens_details", "input_tokens_details")
     out = usage.get("completion_tokens_details")
     if type(out) is not dict:
         out = _details(usage, "completion_tokens_details", "output_tokens_details")
-    i = usage.get("prompt_tokens", 0)
-    o = usage.get("completion_tokens", 0)
+    return _normalized(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), pin, out)
+
+
+def responses_usage(usage: Mapping[str, Any]) -> Usage:
+    """Responses, compact, Batch, images and realtime (``input_tokens`` / ``output_tokens``)."""
+    pin = usage.get("input_tokens_details")
+    if type(pin) is not dict:
+        pin = _details(usage, "input_tokens_details", "input_token_details")
+    out = usage.get("output_tokens_details")
+    if type(out) is not dict:
+        out = _details(usage, "output_tokens_details", "output_token_details")
+    return _normalized(usage.get("input_tokens", 0), usage.get("output_tokens", 0), pin, out)
+
+
+def _normalized(i: Any, o: Any, pin: Mapping[str, Any], out: Mapping[str, Any]) -> Usage:
+    """Totals + detail dicts -> Usage. Hot path (every call): ``_int`` only for non-int values."""
     cached = pin.get("cached_tokens", 0)
     write = pin.get("cache_write_tokens", 0)
     a_in = pin.get("audio_tokens", 0)
@@ -89,36 +102,6 @@ def completion_usage(usage: Mapping[str, Any]) -> Usage:
         rejected_prediction_tokens=(rejected if rejected > 0 else 0)
         if type(rejected) is int
         else _int(rejected),
-    )
-
-
-def responses_usage(usage: Mapping[str, Any]) -> Usage:
-    """Responses, compact, Batch, images and realtime (``input_tokens`` / ``output_tokens``)."""
-    pin = usage.get("input_tokens_details")
-    if type(pin) is not dict:
-        pin = _details(usage, "input_tokens_details", "input_token_details")
-    out = usage.get("output_tokens_details")
-    if type(out) is not dict:
-        out = _details(usage, "output_tokens_details", "output_token_details")
-    i = usage.get("input_tokens", 0)
-    o = usage.get("output_tokens", 0)
-    cached = pin.get("cached_tokens", 0)
-    write = pin.get("cache_write_tokens", 0)
-    a_in = pin.get("audio_tokens", 0)
-    i_in = pin.get("image_tokens", 0)
-    reason = out.get("reasoning_tokens", 0)
-    a_out = out.get("audio_tokens", 0)
-    i_out = out.get("image_tokens", 0)
-    return Usage(
-        input_tokens=(i if i > 0 else 0) if type(i) is int else _int(i),
-        cached_input_tokens=(cached if cached > 0 else 0) if type(cached) is int else _int(cached),
-        cache_write_tokens=(write if write > 0 else 0) if type(write) is int else _int(write),
-        audio_input_tokens=(a_in if a_in > 0 else 0) if type(a_in) is int else _int(a_in),
-        image_input_tokens=(i_in if i_in > 0 else 0) if type(i_in) is int else _int(i_in),
-        output_tokens=(o if o > 0 else 0) if type(o) is int else _int(o),
-        reasoning_tokens=(reason if reason > 0 else 0) if type(reason) is int else _int(reason),
-        audio_output_tokens=(a_out if a_out > 0 else 0) if type(a_out) is int else _int(a_out),
-        image_output_tokens=(i_out if i_out > 0 else 0) if type(i_out) is int else _int(i_out),
     )
 
 

@@ -11,7 +11,8 @@ from typing import Final
 MAX_FIELD_BYTES: Final = 4096
 
 
-def _boundary(content_type: str) -> bytes | None:
+def multipart_boundary(content_type: str) -> bytes | None:
+    """The ``boundary`` parameter of a ``multipart/form-data`` Content-Type, as bytes."""
     for param in content_type.split(";")[1:]:
         key, _, value = param.strip().partition("=")
         if key.lower() == "boundary" and value:
@@ -23,7 +24,7 @@ def form_fields(body: bytes, content_type: str) -> dict[str, str]:
     """``name -> value`` for every non-file part no longer than ``MAX_FIELD_BYTES``."""
     if not content_type.lower().startswith("multipart/form-data"):
         return {}
-    boundary = _boundary(content_type)
+    boundary = multipart_boundary(content_type)
     if not boundary:
         return {}
     delimiter = b"--" + boundary
@@ -41,19 +42,20 @@ def form_fields(body: bytes, content_type: str) -> dict[str, str]:
             headers = body[start:headers_end].decode("latin-1").lower()
             value_end = nxt - 2 if body[nxt - 2 : nxt] == b"\r\n" else nxt
             if "filename=" not in headers and value_end - headers_end - 4 <= MAX_FIELD_BYTES:
-                name = _field_name(body[start:headers_end].decode("latin-1"))
+                name = disposition_param(body[start:headers_end].decode("latin-1"), "name")
                 if name:
                     fields[name] = body[headers_end + 4 : value_end].decode("utf-8", "replace")
         pos = nxt
     return fields
 
 
-def _field_name(headers: str) -> str | None:
+def disposition_param(headers: str, param_name: str) -> str | None:
+    """A parameter (``name``, ``filename``) of a part's ``Content-Disposition`` header."""
     for line in headers.split("\r\n"):
         if not line.lower().startswith("content-disposition:"):
             continue
         for param in line.split(";")[1:]:
             key, _, value = param.strip().partition("=")
-            if key.lower() == "name":
+            if key.lower() == param_name:
                 return value.strip('"')
     return None
