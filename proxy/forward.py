@@ -243,6 +243,18 @@ class Forwarder:
             except Exception:
                 log.exception("on_metering_error callback failed")
 
+    async def _on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Run the meter's request stages (guarded); a refusal is recorded as ``refused``."""
+        try:
+            refusal = await self.hooks.on_request(exchange)
+        except Exception as exc:
+            self._metering_failed("on_request", exc, exchange)
+            return None
+        if refusal is not None:
+            exchange.outcome = "refused"
+            exchange.status_code = refusal.status
+        return refusal
+
     # -- entry point ----------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -327,14 +339,8 @@ class Forwarder:
             else:
                 body = _stream_body(b"", request.content)
 
-        try:
-            refusal = await self.hooks.on_request(exchange)
-        except Exception as exc:
-            self._metering_failed("on_request", exc, exchange)
-            refusal = None
+        refusal = await self._on_request(exchange)
         if refusal is not None:
-            exchange.outcome = "refused"
-            exchange.status_code = refusal.status
             return refusal
 
         if exchange.upstream_body is not None and exchange.request_body is not None:
@@ -474,14 +480,8 @@ class Forwarder:
         url: URL,
         plan_box: list[ResponsePlan],
     ) -> web.StreamResponse:
-        try:
-            refusal = await self.hooks.on_request(exchange)
-        except Exception as exc:
-            self._metering_failed("on_request", exc, exchange)
-            refusal = None
+        refusal = await self._on_request(exchange)
         if refusal is not None:
-            exchange.outcome = "refused"
-            exchange.status_code = refusal.status
             return refusal
         headers = upstream_request_headers(
             request.headers, authorization=exchange.upstream_authorization, websocket=True
