@@ -28,6 +28,7 @@ from storage.engine import create_engine
 from storage.migrate import upgrade
 from storage.queries import spend, spent
 from storage.record import UsageRecord
+from storage.schema import TOKEN_COLUMNS
 from storage.spool import Spool
 from storage.writer import LedgerWriter
 
@@ -111,22 +112,7 @@ async def _report(url: str, rows: int) -> dict[str, float]:
     """Bulk-load ``rows`` raw rows over 30 days (generate_series), build the rollup, time reports."""
     engine = create_engine(url)
     await upgrade(engine)
-    tokens = ", ".join(
-        f"{n}"
-        for n in (
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "output_tokens",
-            "reasoning_tokens",
-            "audio_input_tokens",
-            "audio_output_tokens",
-            "image_input_tokens",
-            "image_output_tokens",
-            "accepted_prediction_tokens",
-            "rejected_prediction_tokens",
-        )
-    )
+    tokens = ", ".join(TOKEN_COLUMNS)
     load = f"""
         INSERT INTO usage_records (id, started_at, finished_at, method, path, endpoint, status_code,
             outcome, model, service_tier, stream, team, tags, {tokens}, units, usage_source, cost_usd)

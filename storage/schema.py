@@ -29,21 +29,11 @@ from sqlalchemy import (
     Text,
 )
 
+from pricing.usage import TOKEN_FIELDS
 from storage.types import Money, UtcDateTime
 
-TOKEN_COLUMNS: Final[tuple[str, ...]] = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
-    "image_input_tokens",
-    "image_output_tokens",
-    "accepted_prediction_tokens",
-    "rejected_prediction_tokens",
-)
+# The ledger's token columns are exactly the normalized usage's token fields.
+TOKEN_COLUMNS: Final[tuple[str, ...]] = TOKEN_FIELDS
 
 ROLLUP_KEY: Final[tuple[str, ...]] = ("day", "team", "model", "service_tier", "endpoint")
 ROLLUP_SUMS: Final[tuple[str, ...]] = (
