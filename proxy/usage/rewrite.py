@@ -50,7 +50,9 @@ def inject_include_usage(body: bytes, request: Mapping[str, Any]) -> bytes:
 
 
 # Two consecutive line ends close an event (LF, CR or CRLF, mixed).
-_EVENT_END: Final = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
+# Two line ends in a row. A CR followed by LF is ONE line end (CRLF), never "CR, then LF": without
+# the lookahead the regex backtracks and reads a lone CRLF at a chunk's end as an event end.
+_EVENT_END: Final = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
 _NOT_USAGE_MARKERS: Final = (b'"choices":[{', b'"usage":null', b"[DONE]")
 
 

@@ -138,3 +138,11 @@ def test_any_split_strips_exactly_the_same_bytes(
 def test_bytewise_feed_strips_the_usage_chunk() -> None:
     data = raw("chat_stream_include_usage.sse")
     assert strip(bytewise(data)) == strip([data])
+
+
+def test_a_crlf_stream_cut_right_after_the_usage_line_loses_no_byte() -> None:
+    """Regression: a chunk ending in the usage line's CRLF was taken for the end of the event, so
+    the blank line's CRLF from the next chunk reached the client on its own."""
+    data = raw("chat_stream_include_usage.sse").replace(b"\n", b"\r\n")
+    cut = data.index(b"}}}\r\n") + len(b"}}}\r\n")
+    assert strip([data[:cut], data[cut:]]) == strip([data])
