@@ -38,6 +38,7 @@ from proxy.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, 
 from proxy.admin_auth import admin_auth_middleware
 from proxy.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
+from proxy.dedupe import LayeredDedupe
 from proxy.exchange import MeteringHooks
 from proxy.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.health import Readiness, healthz, readyz_handler
@@ -244,7 +245,7 @@ def _metering_ctx(
                 pricer=book,
                 sinks=[ledger.writer, metrics],
                 encodings=encodings,
-                dedupe=ledger.dedupe,
+                dedupe=LayeredDedupe(ledger.dedupe),
                 stages=[AttributionStage(teams, keys), BudgetStage(tracker), MetricsStage(metrics)],
                 inject_stream_usage=settings.metering.inject_stream_usage,
                 on_error=metrics.on_error,

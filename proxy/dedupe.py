@@ -47,3 +47,24 @@ class MemoryDedupe:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class LayeredDedupe:
+    """A :class:`MemoryDedupe` in front of a persistent store.
+
+    This process's own sightings are decided on the spot, so a create (``POST`` with ``store``)
+    and its immediate retrieval can never race to the database: the creating call is the one
+    priced. The persistent store (the ledger's) decides for ids first seen by another replica or
+    an earlier run.
+    """
+
+    __slots__ = ("_memory", "_persistent")
+
+    def __init__(self, persistent: DedupeStore, memory: MemoryDedupe | None = None) -> None:
+        self._persistent = persistent
+        self._memory = memory if memory is not None else MemoryDedupe()
+
+    def first_time(self, kind: str, id: str) -> bool | Awaitable[bool]:
+        if not self._memory.first_time(kind, id):
+            return False
+        return self._persistent.first_time(kind, id)
