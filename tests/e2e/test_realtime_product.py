@@ -21,6 +21,7 @@ from proxy.attribution import key_fingerprint
 from tests.support.budget_fakes import FakeClock
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.product import Product, share_encodings
+from tests.support.usage_data import REALTIME_REFERENCE_USAGE
 
 M = Decimal(1_000_000)
 # gpt-realtime, standard, USD per 1M tokens (API reference §6.5: official compare page for text,
@@ -28,19 +29,7 @@ M = Decimal(1_000_000)
 RT_TEXT_IN, RT_CACHED, RT_TEXT_OUT = Decimal("4.00"), Decimal("0.40"), Decimal("16.00")
 RT_AUDIO_IN, RT_AUDIO_CACHED, RT_AUDIO_OUT = Decimal("32.00"), Decimal("0.40"), Decimal("64.00")
 
-TURN_1: dict[str, Any] = {  # the reference notes' §3.8 example
-    "total_tokens": 253,
-    "input_tokens": 132,
-    "output_tokens": 121,
-    "input_token_details": {
-        "text_tokens": 119,
-        "audio_tokens": 13,
-        "image_tokens": 0,
-        "cached_tokens": 64,
-        "cached_tokens_details": {"text_tokens": 64, "audio_tokens": 0, "image_tokens": 0},
-    },
-    "output_token_details": {"text_tokens": 30, "audio_tokens": 91},
-}
+TURN_1: dict[str, Any] = REALTIME_REFERENCE_USAGE  # the reference notes' §3.8 example
 TURN_2: dict[str, Any] = {  # the second turn re-bills the first as (partly cached) input
     "total_tokens": 1021,
     "input_tokens": 777,

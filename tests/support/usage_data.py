@@ -11,6 +11,21 @@ from hypothesis import strategies as st
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 
+# The reference notes' §3.8 example ``response.done`` usage (Realtime keys).
+REALTIME_REFERENCE_USAGE: dict[str, Any] = {
+    "total_tokens": 253,
+    "input_tokens": 132,
+    "output_tokens": 121,
+    "input_token_details": {
+        "text_tokens": 119,
+        "audio_tokens": 13,
+        "image_tokens": 0,
+        "cached_tokens": 64,
+        "cached_tokens_details": {"text_tokens": 64, "audio_tokens": 0, "image_tokens": 0},
+    },
+    "output_token_details": {"text_tokens": 30, "audio_tokens": 91},
+}
+
 
 def raw(name: str) -> bytes:
     return (DATA / name).read_bytes()

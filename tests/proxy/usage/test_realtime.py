@@ -12,21 +12,7 @@ from hypothesis import strategies as st
 from pricing.usage import Usage
 from proxy.usage.plan import Call, choose_tap
 from proxy.usage.realtime import SessionUsageTap, is_candidate, query_model, realtime_usage
-
-# The reference notes' §3.8 example ``response.done`` usage (Realtime keys).
-REFERENCE_USAGE: dict[str, Any] = {
-    "total_tokens": 253,
-    "input_tokens": 132,
-    "output_tokens": 121,
-    "input_token_details": {
-        "text_tokens": 119,
-        "audio_tokens": 13,
-        "image_tokens": 0,
-        "cached_tokens": 64,
-        "cached_tokens_details": {"text_tokens": 64, "audio_tokens": 0, "image_tokens": 0},
-    },
-    "output_token_details": {"text_tokens": 30, "audio_tokens": 91},
-}
+from tests.support.usage_data import REALTIME_REFERENCE_USAGE
 
 CACHED_AUDIO_USAGE: dict[str, Any] = {
     "total_tokens": 700,
@@ -71,7 +57,7 @@ def test_two_responses_are_summed_into_one_observation_with_the_first_id() -> No
     for message in (
         session("session.created", "gpt-realtime-2025-08-28"),
         audio_delta(),
-        done("resp_1", REFERENCE_USAGE),
+        done("resp_1", REALTIME_REFERENCE_USAGE),
         audio_delta(),
         done("resp_2", CACHED_AUDIO_USAGE),
     ):
@@ -96,7 +82,7 @@ def test_two_responses_are_summed_into_one_observation_with_the_first_id() -> No
 
 
 def test_cached_splits_become_units_only_when_present() -> None:
-    assert realtime_usage(REFERENCE_USAGE).units == {}
+    assert realtime_usage(REALTIME_REFERENCE_USAGE).units == {}
     assert realtime_usage(CACHED_AUDIO_USAGE).units == {
         "cached_audio_input_tokens": Decimal(180),
         "cached_image_input_tokens": Decimal(20),
@@ -105,7 +91,7 @@ def test_cached_splits_become_units_only_when_present() -> None:
 
 def test_a_session_cut_mid_response_keeps_the_finished_responses_exactly() -> None:
     tap = SessionUsageTap(model="gpt-realtime")
-    tap.feed(done("resp_1", REFERENCE_USAGE))
+    tap.feed(done("resp_1", REALTIME_REFERENCE_USAGE))
     tap.feed(orjson.dumps({"type": "response.created", "response": {"id": "resp_2"}}))
     tap.feed(audio_delta())
     obs = tap.finish(complete=False)
@@ -127,14 +113,14 @@ def test_session_updated_model_wins_over_created() -> None:
     tap = SessionUsageTap(model=None)
     tap.feed(session("session.created", "gpt-realtime"))
     tap.feed(session("session.updated", "gpt-realtime-2025-08-28"))
-    tap.feed(done("resp_1", REFERENCE_USAGE))
+    tap.feed(done("resp_1", REALTIME_REFERENCE_USAGE))
     assert tap.finish(complete=True).model == "gpt-realtime-2025-08-28"
 
 
 def test_failed_or_cancelled_responses_without_usage_add_nothing() -> None:
     tap = SessionUsageTap(model="gpt-realtime")
     tap.feed(done("resp_0", None, status="cancelled"))
-    tap.feed(done("resp_1", REFERENCE_USAGE))
+    tap.feed(done("resp_1", REALTIME_REFERENCE_USAGE))
     obs = tap.finish(complete=True)
     assert obs.usage is not None and obs.usage.input_tokens == 132
     assert obs.response_id == "resp_0"  # the first finished response, with or without usage
@@ -187,7 +173,7 @@ def test_responses_websocket_mode_reads_completed_events_with_model_and_tools() 
 def test_only_candidate_events_are_parsed() -> None:
     assert not is_candidate(audio_delta())
     assert not is_candidate(b'{"type":"response.output_audio_transcript.delta","delta":"x"}')
-    assert is_candidate(done("resp_1", REFERENCE_USAGE))
+    assert is_candidate(done("resp_1", REALTIME_REFERENCE_USAGE))
     assert is_candidate(session("session.created", "gpt-realtime"))
     # Another key order still finds the event (slow path: substring test).
     assert is_candidate(b'{"event_id": "e", "type": "response.done", "response": {}}')
@@ -206,7 +192,7 @@ def test_malformed_messages_are_ignored() -> None:
         b'{"type":"session.created","session":null}',
     ):
         tap.feed(message)
-    tap.feed(done("resp_1", REFERENCE_USAGE))
+    tap.feed(done("resp_1", REALTIME_REFERENCE_USAGE))
     obs = tap.finish(complete=True)
     assert obs.usage is not None and obs.usage.input_tokens == 132
     assert obs.model == "gpt-realtime"
