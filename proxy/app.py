@@ -266,6 +266,9 @@ def _metering_ctx(
                 # Load tiktoken encodings off the loop so the first estimate does not stall it.
                 tasks.append(asyncio.create_task(asyncio.to_thread(encodings.preload)))
                 forwarder.hooks = meter
+                # Ready = metering installed. A database outage does not make the proxy unready:
+                # records spool and are replayed (principle 1: the client comes first).
+                app[READINESS_KEY].add("metering", lambda: forwarder.hooks is meter)
                 yield
             finally:
                 forwarder.hooks = NullHooks()

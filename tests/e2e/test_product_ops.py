@@ -193,3 +193,16 @@ def _sample(metrics: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+async def test_ready_means_metering_is_installed(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    share_encodings(monkeypatch)
+    async with (
+        Product(fake_upstream.url, tmp_path) as product,
+        aiohttp.ClientSession() as http,
+        http.get(product.url + "/readyz") as r,
+    ):
+        assert r.status == 200
+        assert (await r.json())["checks"] == {"upstream_session": True, "metering": True}
