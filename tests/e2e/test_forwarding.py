@@ -15,6 +15,7 @@ from aiohttp import web
 from yarl import URL
 
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.loopback import serve_on_loopback
 from tests.support.proxy_server import ProxyServer, settings_for
 
 CHAT_STREAM = {
@@ -260,10 +261,7 @@ async def test_sse_bytes_pass_through_unchanged_whatever_the_chunking() -> None:
     app = web.Application()
     app.router.add_get("/v1/stream", stream)
     runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = await serve_on_loopback(runner)
     try:
         async with (
             ProxyServer(settings_for(f"http://127.0.0.1:{port}")) as proxy,

@@ -53,6 +53,8 @@ import orjson
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from tests.support.loopback import serve_on_loopback
+
 LARGE_BODY = 1024 * 1024  # bodies above this are counted and hashed, not kept
 
 
@@ -173,12 +175,7 @@ class FakeUpstream:
         r.add_route("*", "/v1/echo/{tail:.*}", self._echo)
         r.add_route("*", "/{tail:.*}", self._catch_all)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await serve_on_loopback(self._runner)
         return self
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ from proxy.app import SERVER_KWARGS, build_app
 from proxy.exchange import MeteringHooks
 from proxy.forward import MeteringErrorCallback
 from proxy.settings import Settings
+from tests.support.loopback import serve_on_loopback
 
 
 def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:
@@ -53,12 +54,7 @@ class ProxyServer:
             shutdown_timeout=self.settings.server.shutdown_grace_s,
             **SERVER_KWARGS,  # type: ignore[arg-type]
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await serve_on_loopback(self._runner)
         return self
 
     async def stop(self) -> None:
