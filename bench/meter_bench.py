@@ -27,16 +27,16 @@ from prometheus_client import CollectorRegistry
 
 from bench.upstream import CHAT_JSON, _sse_chunks
 from pricing.book import PriceBook
-from proxy.attribution import AttributionStage, TeamDirectory
-from proxy.budgets import BudgetStage, BudgetTracker
-from proxy.dedupe import MemoryDedupe
-from proxy.endpoints import classify
-from proxy.exchange import Exchange
-from proxy.forward import normalize_path
-from proxy.headers import client_response_headers, upstream_request_headers
-from proxy.meter import UsageMeter
-from proxy.metrics import Metrics, MetricsStage
+from proxy.http.endpoints import classify
+from proxy.http.exchange import Exchange
+from proxy.http.forward import normalize_path
+from proxy.http.headers import client_response_headers, upstream_request_headers
+from proxy.observe.metrics import Metrics, MetricsStage
+from proxy.teams.attribution import AttributionStage, TeamDirectory
+from proxy.teams.budgets import BudgetStage, BudgetTracker
+from proxy.usage.dedupe import MemoryDedupe
 from proxy.usage.encodings import Encodings
+from proxy.usage.meter import UsageMeter
 from storage.record import UsageRecord
 
 REQUEST_HEADERS = CIMultiDictProxy(

@@ -16,14 +16,14 @@ import orjson
 
 from pricing.cost import Cost
 from pricing.usage import Usage
-from proxy.dedupe import MemoryDedupe
-from proxy.endpoints import classify
-from proxy.exchange import Exchange
-from proxy.meter import UsageMeter
-from proxy.sinks import MemorySink
+from proxy.http.endpoints import classify
+from proxy.http.exchange import Exchange
+from proxy.usage.dedupe import MemoryDedupe
 from proxy.usage.encodings import Encodings
+from proxy.usage.meter import UsageMeter
 from proxy.usage.readers import chat_reader
 from proxy.usage.rewrite import UsageChunkStripper
+from proxy.usage.sinks import MemorySink
 from proxy.usage.taps import ChatStreamTap, JsonBodyTap, ResponsesStreamTap
 
 _BASE = {

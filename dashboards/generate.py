@@ -1,6 +1,6 @@
 """Writes the Grafana dashboards (``dashboards/*.json``) from one readable description.
 
-Run ``python dashboards/generate.py`` after editing; ``tests/observability/test_dashboards.py``
+Run ``python dashboards/generate.py`` after editing; ``tests/dashboards/test_dashboards.py``
 fails when the committed JSON differs from what this produces, and evaluates every query against a
 real Prometheus / PostgreSQL. Stdlib only (it is not part of the installed package).
 

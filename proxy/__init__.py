@@ -1,1 +1,1 @@
-"""The aiohttp proxy: forwarding, usage taps, metering, metrics, admin API, budgets, CLI."""
+"""The aiohttp proxy, in wings: http (the edge), usage (the meter), teams, observe, admin; app.py wires them."""

@@ -4,14 +4,14 @@
 
 1. settings + readiness registry
 2. upstream HTTP client (one pooled keep-alive ``ClientSession``) -> forwarder
-3. admin routes under ``/meter/*`` (token-protected by ``proxy.admin_auth``)
+3. admin routes under ``/meter/*`` (token-protected by ``proxy.admin.admin_auth``)
 4. health routes, then the ``/v1/`` catch-all forwarding route
 
 ``build_app`` alone forwards with whatever ``hooks`` it is given (tests use it bare).
 :func:`create_app` is the product: it adds the price book, the metrics registry and ``/metrics``,
 and a ``cleanup_ctx`` that opens the ledger (engine, migrations, writer + spool, dedupe), builds
 the stages (attribution, virtual keys, budgets, rate-limit/overhead metrics) and the
-:class:`~proxy.meter.UsageMeter`, and installs it on the forwarder before the first request.
+:class:`~proxy.usage.meter.UsageMeter`, and installs it on the forwarder before the first request.
 
 Cleanup runs in reverse order of ``cleanup_ctx`` registration, after in-flight requests finished
 (``AppRunner(shutdown_timeout=...)``), so anything that must see the last records (the ledger
@@ -34,21 +34,21 @@ from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
 from prometheus_client import CollectorRegistry
 
 from pricing.book import PriceBook
-from proxy.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
-from proxy.admin_auth import admin_auth_middleware
-from proxy.attribution import AttributionStage, TeamConfigError, TeamDirectory
-from proxy.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
-from proxy.dedupe import LayeredDedupe
-from proxy.exchange import MeteringHooks
-from proxy.forward import Forwarder, MeteringErrorCallback, NullHooks
-from proxy.health import Readiness, healthz, readyz_handler
-from proxy.meter import UsageMeter
-from proxy.metrics import Metrics, MetricsStage
-from proxy.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
-from proxy.prices_api import PRICEBOOK_KEY, prices_handler
+from proxy.admin.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
+from proxy.admin.admin_auth import admin_auth_middleware
+from proxy.admin.prices_api import PRICEBOOK_KEY, prices_handler
+from proxy.http.exchange import MeteringHooks
+from proxy.http.forward import Forwarder, MeteringErrorCallback, NullHooks
+from proxy.http.health import Readiness, healthz, readyz_handler
+from proxy.observe.metrics import Metrics, MetricsStage
+from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
 from proxy.settings import Settings, UpstreamSettings
+from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
+from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
+from proxy.teams.virtual_keys import VirtualKeyCache
+from proxy.usage.dedupe import LayeredDedupe
 from proxy.usage.encodings import Encodings
-from proxy.virtual_keys import VirtualKeyCache
+from proxy.usage.meter import UsageMeter
 from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
 from storage.virtual_keys import active_teams_by_hash
@@ -114,7 +114,7 @@ def build_app(
 ) -> web.Application:
     """The proxy application for ``settings``.
 
-    ``hooks`` is the meter (``proxy.forward.NullHooks`` when None); ``on_metering_error(stage, exc)``
+    ``hooks`` is the meter (``proxy.http.forward.NullHooks`` when None); ``on_metering_error(stage, exc)``
     is told about every guarded metering failure (wire it to ``metering_errors_total{stage}``).
     """
     # 1. settings + readiness -----------------------------------------------------------------

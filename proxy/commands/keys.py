@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from proxy.attribution import key_fingerprint
 from proxy.config import ConfigError, load_settings
 from proxy.settings import Settings
-from proxy.virtual_keys import key_hash, new_key, new_key_id
+from proxy.teams.attribution import key_fingerprint
+from proxy.teams.virtual_keys import key_hash, new_key, new_key_id
 from storage.engine import create_engine
 from storage.migrate import upgrade
 from storage.virtual_keys import VirtualKeyRow, insert_key, list_keys, revoke_key

@@ -9,9 +9,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from proxy.admin_api import load_report
+from proxy.admin.admin_api import load_report
+from proxy.admin.reporting import FORMATS, ReportError, Window, parse_by, render, resolve_window
 from proxy.config import ConfigError, load_settings
-from proxy.reporting import FORMATS, ReportError, Window, parse_by, render, resolve_window
 from storage.engine import create_engine
 
 DATABASE_URL_ENV = "OPENAI_METER_DATABASE_URL"

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from proxy.app import StartupError, create_app
-    from proxy.logs import configure_logging
+    from proxy.observe.logs import configure_logging
 
     configure_logging(settings.logging)
     if settings.admin.token is None and settings.listen.host not in (

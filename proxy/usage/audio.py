@@ -7,8 +7,8 @@ top-level ``duration`` (read by ``proxy.usage.readers.transcription_reader``); t
 ``gpt-4o-*-transcribe`` models always report ``usage``.
 
 For those calls the forwarder tees the multipart upload into a bounded copy
-(``proxy.upload_copy``); after the response the file part is located here (pure) and its duration
-probed off the event loop (``proxy.audio_duration``).
+(``proxy.http.upload_copy``); after the response the file part is located here (pure) and its duration
+probed off the event loop (``proxy.usage.audio_duration``).
 
 Billing granularity is unverified (reference §3.4; a third party says "billed to the nearest
 second"). Measured durations are rounded UP to whole seconds (:func:`billed_seconds`): the
@@ -26,8 +26,8 @@ from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Final
 
 from pricing.usage import Usage
+from proxy.http.observation import Observation
 from proxy.usage.form import disposition_param, multipart_boundary
-from proxy.usage.observation import Observation
 
 AUDIO_ENDPOINTS: Final = frozenset({"audio.transcriptions", "audio.translations"})
 # OpenAI's upload limit is 25 MB; the copy allows 1 MiB more for the multipart framing and fields.

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pricing.usage import Usage
+from proxy.http.observation import NullTap, Observation, Tap
 from proxy.usage.extract import speech_characters
-from proxy.usage.observation import NullTap, Observation, Tap
 from proxy.usage.readers import (
     Reader,
     batch_reader,

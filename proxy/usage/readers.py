@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from pricing.usage import Usage
+from proxy.http.observation import Observation
 from proxy.usage.extract import (
     ToolCounter,
     completion_usage,
@@ -20,7 +21,6 @@ from proxy.usage.extract import (
     responses_usage,
     transcription_usage,
 )
-from proxy.usage.observation import Observation
 
 Reader = Callable[[Mapping[str, Any] | None], Observation]
 

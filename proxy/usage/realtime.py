@@ -38,8 +38,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from pricing.usage import Usage
+from proxy.http.observation import Observation
 from proxy.usage.extract import obj, responses_usage, tool_units
-from proxy.usage.observation import Observation
 
 _TERMINAL: Final = frozenset(
     {b"response.done", b"response.completed", b"response.incomplete", b"response.failed"}

@@ -15,8 +15,8 @@ from typing import Any, Final
 import orjson
 
 from pricing.usage import Usage
+from proxy.http.observation import Observation
 from proxy.usage.extract import ToolCounter, completion_usage, usage_for_shape
-from proxy.usage.observation import Observation
 from proxy.usage.readers import Reader, response_observation
 from proxy.usage.sse import SSEDecoder, SSEEvent
 

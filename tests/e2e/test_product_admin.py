@@ -14,7 +14,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.attribution import key_fingerprint
+from proxy.teams.attribution import key_fingerprint
 from tests.support.budget_fakes import FakeClock
 from tests.support.fake_upstream import FakeUpstream, FakeUsage
 from tests.support.product import Product, share_encodings

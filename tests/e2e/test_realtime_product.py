@@ -17,7 +17,7 @@ import openai
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from proxy.attribution import key_fingerprint
+from proxy.teams.attribution import key_fingerprint
 from tests.support.budget_fakes import FakeClock
 from tests.support.fake_upstream import FakeUpstream
 from tests.support.product import Product, share_encodings

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from pricing.book import PriceBook
-from proxy.prices_api import PRICEBOOK_KEY, prices_handler
+from proxy.admin.prices_api import PRICEBOOK_KEY, prices_handler
 
 
 @pytest.fixture(scope="module")

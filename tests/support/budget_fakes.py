@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from proxy.dedupe import MemoryDedupe
-from proxy.exchange import RequestStage
-from proxy.meter import UsageMeter
-from proxy.sinks import MemorySink
+from proxy.http.exchange import RequestStage
+from proxy.usage.dedupe import MemoryDedupe
 from proxy.usage.encodings import Encodings
+from proxy.usage.meter import UsageMeter
+from proxy.usage.sinks import MemorySink
 from tests.support.usage_fakes import FakePricer
 
 

@@ -28,8 +28,8 @@ from aiohttp import web
 
 import proxy.app
 from proxy.app import create_app
-from proxy.budgets import Clock
 from proxy.settings import Settings
+from proxy.teams.budgets import Clock
 from proxy.usage.encodings import Encodings
 from storage.engine import create_engine
 from storage.queries import fetch_records

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from proxy.app import SERVER_KWARGS, build_app
-from proxy.exchange import MeteringHooks
-from proxy.forward import MeteringErrorCallback
+from proxy.http.exchange import MeteringHooks
+from proxy.http.forward import MeteringErrorCallback
 from proxy.settings import Settings
 from tests.support.loopback import serve_on_loopback
 

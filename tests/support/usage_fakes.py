@@ -11,8 +11,8 @@ from aiohttp import web
 
 from pricing.cost import Cost
 from pricing.usage import Usage
-from proxy.endpoints import classify
-from proxy.exchange import Exchange
+from proxy.http.endpoints import classify
+from proxy.http.exchange import Exchange
 from storage.record import UsageRecord
 
 MILLION = Decimal(1_000_000)

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.audio_duration import probe_upload
-from proxy.upload_copy import UploadCopy, tee_body
+from proxy.http.upload_copy import UploadCopy, tee_body
 from proxy.usage.audio import billed_seconds, file_part, needs_duration
+from proxy.usage.audio_duration import probe_upload
 from tests.support.audio_files import flac_bytes, wav_bytes
 
 BOUNDARY = "----meterTestBoundary" + uuid.uuid4().hex[:8]

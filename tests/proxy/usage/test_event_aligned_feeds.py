@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proxy.http.observation import Observation
 from proxy.usage import taps
-from proxy.usage.observation import Observation
 from proxy.usage.rewrite import UsageChunkStripper
 from proxy.usage.sse import SSEDecoder, SSEEvent
 from proxy.usage.taps import ChatStreamTap

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pricing.usage import Usage
-from proxy.usage.observation import Observation, Tap
+from proxy.http.observation import Observation, Tap
 from proxy.usage.readers import (
     batch_reader,
     chat_reader,

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics and ``/metrics``, rate-limit headroom, log formatting."""

@@ -1,0 +1,90 @@
+"""``GET /metrics`` (Prometheus text or OpenMetrics, by ``Accept``) and the optional metrics port.
+
+The registry is injected through :data:`REGISTRY_KEY`; nothing here touches prometheus_client's
+default registry. Wiring (``proxy/app.py``)::
+
+    registry = CollectorRegistry()
+    app[REGISTRY_KEY] = registry
+    app[METRICS_KEY] = Metrics(registry, models=..., teams=..., ...)
+    app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics.port is not None:
+        app.cleanup_ctx.append(metrics_server_ctx(registry, settings.listen.host, settings.metrics.port))
+
+Both servers render synchronously on the event loop that also records the calls. ``proxy.observe.metrics``
+relies on that: its series are updated without locks from the loop's thread, so a scrape that runs
+on the same thread, start to finish, is a consistent snapshot. Do not move rendering to an executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from proxy.observe.metrics import Metrics
+
+REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+# The bound address of the separate metrics server, once started (host, port).
+METRICS_ADDRESS_KEY = web.AppKey("metrics_address", tuple[str, int])
+
+
+def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
+    """The exposition body and its content type for an ``Accept`` header (call on the loop)."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def _response(registry: CollectorRegistry, request: web.Request) -> web.Response:
+    body, content_type = render(registry, request.headers.get("Accept"))
+    response = web.Response(body=body)
+    # Set the header directly: the content type carries parameters (version, charset, escaping)
+    # that aiohttp's ``content_type=`` argument would reject.
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics`` on the main app (uses ``request.app[REGISTRY_KEY]``)."""
+    return _response(request.app[REGISTRY_KEY], request)
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """A tiny app serving only ``GET /metrics`` from ``registry`` (for ``metrics.port``)."""
+    app = web.Application()
+    app[REGISTRY_KEY] = registry
+    app.router.add_get("/metrics", metrics_handler)
+    return app
+
+
+async def start_metrics_server(
+    registry: CollectorRegistry, host: str, port: int
+) -> tuple[web.AppRunner, tuple[str, int]]:
+    """Start the separate metrics server; port 0 picks a free port. Returns (runner, address)."""
+    runner = web.AppRunner(metrics_app(registry), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    addresses = runner.addresses
+    bound = (host, int(addresses[0][1])) if addresses else (host, port)
+    return runner, bound
+
+
+def metrics_server_ctx(
+    registry: CollectorRegistry, host: str, port: int
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    """An ``app.cleanup_ctx`` entry running the separate metrics server for the app's lifetime."""
+
+    @asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        runner, address = await start_metrics_server(registry, host, port)
+        app[METRICS_ADDRESS_KEY] = address
+        try:
+            yield
+        finally:
+            await runner.cleanup()
+
+    return ctx

@@ -1,0 +1,1 @@
+"""Who spent: attribution (team, project, user, tags), budgets and virtual keys."""

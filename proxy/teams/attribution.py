@@ -1,0 +1,224 @@
+"""Who spent: key fingerprint, project, organization, team (from config only), user, tags.
+
+The pure parts (fingerprints, the ``X-Meter-Tags`` grammar, the team directory) do no I/O;
+:class:`AttributionStage` is the :class:`proxy.http.exchange.RequestStage` that applies them to an
+exchange. A client can never choose its team: the team comes from configuration (key fingerprints,
+OpenAI project ids) or from the virtual key it presented, never from a header or a tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from aiohttp import web
+
+from proxy.http.errors import error_response
+from proxy.http.exchange import Attribution, Exchange
+from proxy.settings import TeamSettings
+from storage.record import UsageRecord
+
+UNASSIGNED: Final = "unassigned"
+TAGS_HEADER: Final = "X-Meter-Tags"
+# Bounds on X-Meter-Tags: the values land in every ledger row, so keep them small.
+MAX_TAGS: Final = 10
+MAX_TAGS_HEADER_CHARS: Final = 1024
+MAX_TAG_KEY_CHARS: Final = 64
+MAX_TAG_VALUE_CHARS: Final = 128
+# Free-form client-chosen strings copied into the ledger are capped too.
+MAX_FIELD_CHARS: Final = 256
+
+_FINGERPRINT_RE: Final = re.compile(r"sha256:[0-9a-f]{12}")
+_TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
+_TAG_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f,]")
+
+
+def key_fingerprint(key: str) -> str:
+    """``sha256:`` + the first 12 hex digits of SHA-256(key): safe to store, log and configure."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def is_fingerprint(value: str) -> bool:
+    return _FINGERPRINT_RE.fullmatch(value) is not None
+
+
+def bearer_key(authorization: str | None) -> str | None:
+    """The key of an ``Authorization: Bearer <key>`` header, or None."""
+    if not authorization:
+        return None
+    scheme, _, key = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    key = key.strip()
+    return key or None
+
+
+class TagsError(ValueError):
+    """A malformed ``X-Meter-Tags`` header; the message is shown to the client."""
+
+
+def parse_tags(header: str | None) -> dict[str, str]:
+    """Parse ``key=value,key=value``. Empty items are ignored; anything else malformed raises.
+
+    Keys: 1-64 of ``A-Z a-z 0-9 _ . -``; values: 1-128 characters, no commas or control
+    characters (``=`` inside a value is kept); at most 10 tags, 1024 characters in all.
+    """
+    if header is None:
+        return {}
+    if len(header) > MAX_TAGS_HEADER_CHARS:
+        raise TagsError(f"{TAGS_HEADER} is longer than {MAX_TAGS_HEADER_CHARS} characters")
+    tags: dict[str, str] = {}
+    for raw_item in header.split(","):
+        item = raw_item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise TagsError(f"{TAGS_HEADER} item {item!r} is not of the form key=value")
+        if len(key) > MAX_TAG_KEY_CHARS or _TAG_KEY_RE.fullmatch(key) is None:
+            raise TagsError(
+                f"{TAGS_HEADER} key {key[:MAX_TAG_KEY_CHARS]!r} must be 1-{MAX_TAG_KEY_CHARS} "
+                "characters of letters, digits, '_', '.' or '-'"
+            )
+        if len(value) > MAX_TAG_VALUE_CHARS or _TAG_VALUE_BAD_RE.search(value):
+            raise TagsError(
+                f"{TAGS_HEADER} value for {key!r} must be 1-{MAX_TAG_VALUE_CHARS} characters "
+                "without commas or control characters"
+            )
+        if key in tags:
+            raise TagsError(f"{TAGS_HEADER} repeats the key {key!r}")
+        tags[key] = value
+        if len(tags) > MAX_TAGS:
+            raise TagsError(f"{TAGS_HEADER} carries more than {MAX_TAGS} tags")
+    return tags
+
+
+class TeamConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TeamDirectory:
+    """Configured teams: key fingerprint -> team, OpenAI project id -> team."""
+
+    by_key: Mapping[str, str]
+    by_project: Mapping[str, str]
+
+    @classmethod
+    def from_settings(cls, teams: Mapping[str, TeamSettings]) -> TeamDirectory:
+        by_key: dict[str, str] = {}
+        by_project: dict[str, str] = {}
+        for team, settings in teams.items():
+            for index, fingerprint in enumerate(settings.keys):
+                if not is_fingerprint(fingerprint):
+                    # Never echo the value: it may be a raw key pasted by mistake.
+                    raise TeamConfigError(
+                        f"teams.{team}.keys[{index}] is not a key fingerprint "
+                        "('sha256:' + 12 hex digits; run `openai-meter keys fingerprint`)"
+                    )
+                other = by_key.setdefault(fingerprint, team)
+                if other != team:
+                    raise TeamConfigError(
+                        f"key fingerprint {fingerprint} is listed by teams {other!r} and {team!r}"
+                    )
+            for project in settings.projects:
+                other = by_project.setdefault(project, team)
+                if other != team:
+                    raise TeamConfigError(
+                        f"project {project!r} is listed by teams {other!r} and {team!r}"
+                    )
+        return cls(by_key=by_key, by_project=by_project)
+
+    def team_for(self, fingerprint: str | None, project: str | None) -> str:
+        """The key's team wins over the project's; neither matched -> ``unassigned``."""
+        if fingerprint is not None:
+            team = self.by_key.get(fingerprint)
+            if team is not None:
+                return team
+        if project is not None:
+            team = self.by_project.get(project)
+            if team is not None:
+                return team
+        return UNASSIGNED
+
+
+def _capped(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:MAX_FIELD_CHARS]
+
+
+def body_user(request_json: Mapping[str, Any] | None) -> str | None:
+    """``user`` from the JSON body, else ``safety_identifier`` (its successor)."""
+    if not request_json:
+        return None
+    return _capped(request_json.get("user")) or _capped(request_json.get("safety_identifier"))
+
+
+def attribute(
+    headers: Mapping[str, str],
+    request_json: Mapping[str, Any] | None,
+    teams: TeamDirectory,
+) -> Attribution:
+    """Pure attribution of one request (raises :class:`TagsError` on a malformed tags header)."""
+    key = bearer_key(headers.get("Authorization"))
+    fingerprint = key_fingerprint(key) if key is not None else None
+    project = _capped(headers.get("OpenAI-Project"))
+    return Attribution(
+        team=teams.team_for(fingerprint, project),
+        project=project,
+        organization=_capped(headers.get("OpenAI-Organization")),
+        key_fingerprint=fingerprint,
+        user=body_user(request_json),
+        tags=parse_tags(headers.get(TAGS_HEADER)),
+    )
+
+
+class KeySwap(Protocol):
+    """Virtual keys: maps a presented key to (team, upstream Authorization) or refuses it."""
+
+    def handles(self, key: str) -> bool: ...
+
+    async def resolve(self, key: str) -> tuple[str, str] | None:
+        """``(team, upstream_authorization)`` for a live virtual key, ``None`` if unknown/revoked."""
+        ...
+
+
+class AttributionStage:
+    """RequestStage: fills ``exchange.attribution`` (and swaps virtual keys when enabled)."""
+
+    __slots__ = ("_keys", "_teams")
+
+    def __init__(self, teams: TeamDirectory, key_swap: KeySwap | None = None) -> None:
+        self._teams = teams
+        self._keys = key_swap
+
+    async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        try:
+            attribution = attribute(exchange.request_headers, exchange.request_json, self._teams)
+        except TagsError as exc:
+            return error_response(400, str(exc), "invalid_request_error", param=TAGS_HEADER)
+        exchange.attribution = attribution
+        if self._keys is None:
+            return None
+        key = bearer_key(exchange.request_headers.get("Authorization"))
+        if key is None or not self._keys.handles(key):
+            return None
+        resolved = await self._keys.resolve(key)
+        if resolved is None:
+            return error_response(
+                401,
+                f"Incorrect API key provided: {key_fingerprint(key)} is not an active "
+                "openai-meter virtual key.",
+                "invalid_request_error",
+                code="invalid_api_key",
+            )
+        attribution.team, exchange.upstream_authorization = resolved
+        return None
+
+    def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
+        return None

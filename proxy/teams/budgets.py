@@ -1,0 +1,409 @@
+"""Per-team budgets: daily / monthly USD limits that block (429) or alert.
+
+Three layers:
+
+* pure arithmetic -- :func:`period_bounds`, :func:`limits_from_settings`, :func:`check`;
+* :class:`BudgetTracker` -- what a team has spent in the current period, with no I/O on the
+  request path: ``ledger part`` (refreshed every ``refresh_interval_s`` by ONE query for all
+  budgeted teams, for calls started before ``cut = refresh time - settle_s``) + ``local part``
+  (records this process finished that the ledger value does not include) + ``in-flight
+  reservations`` (calls admitted and not yet finished);
+* :class:`BudgetStage` -- the :class:`proxy.http.exchange.RequestStage` that refuses or admits a call
+  and settles its reservation when the record arrives.
+
+A call belongs to the period its ``started_at`` falls in (as in the ledger and reports). See
+``docs/budgets.md`` for the overshoot bound across concurrent calls and replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Final, Literal
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from proxy.http.errors import error_response
+from proxy.http.exchange import Exchange
+from proxy.settings import TeamSettings
+from storage.record import UsageRecord
+
+log = logging.getLogger("openai_meter.budgets")
+
+Period = Literal["daily", "monthly"]
+Action = Literal["block", "alert"]
+PERIODS: Final[tuple[Period, ...]] = ("daily", "monthly")
+Clock = Callable[[], datetime]
+# Ledger spend per team per window: (teams, {period: window start}, until) -> {team: {period: $}}
+SpendSource = Callable[
+    [Collection[str], Mapping[str, datetime], datetime],
+    Awaitable[Mapping[str, Mapping[str, Decimal]]],
+]
+# Gauge callback, e.g. proxy.observe.metrics.Metrics.set_budget(team, period, spent, limit)
+GaugeCallback = Callable[[str, str, Decimal, Decimal | None], None]
+
+_ZERO: Final = Decimal(0)
+_EXTRAS_KEY: Final = "budgets.reservation"
+_EWMA_WEIGHT: Final = Decimal("0.2")
+_ESTIMATE_QUANTUM: Final = Decimal("1E-10")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- pure arithmetic
+
+
+def period_bounds(period: Period, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """``[start, end)`` of the period containing ``now``, in ``tz``, returned as aware UTC."""
+    local = now.astimezone(tz)
+    if period == "daily":
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        following = (start + timedelta(days=1, hours=12)).date()
+    else:
+        start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        following = (start + timedelta(days=32)).date().replace(day=1)
+    end = datetime(following.year, following.month, following.day, tzinfo=tz)
+    # Re-attach tz to wall-clock midnight so DST days are 23 h / 25 h long, as on the wall.
+    start = datetime(start.year, start.month, start.day, tzinfo=tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    team: str
+    period: Period
+    amount: Decimal
+    action: Action
+    warn_at_percent: Decimal
+
+    @property
+    def warn_amount(self) -> Decimal:
+        return self.amount * self.warn_at_percent / 100
+
+
+def limits_from_settings(teams: Mapping[str, TeamSettings]) -> list[Limit]:
+    limits: list[Limit] = []
+    for team, settings in teams.items():
+        budget = settings.budget
+        if budget is None:
+            continue
+        for period, amount in (("daily", budget.daily_usd), ("monthly", budget.monthly_usd)):
+            if amount is not None:
+                limits.append(
+                    Limit(team, period, amount, budget.action, budget.warn_at_percent)  # type: ignore[arg-type]
+                )
+    return limits
+
+
+Verdict = Literal["ok", "warn", "reached"]
+
+
+def check(limit: Limit, spent: Decimal) -> Verdict:
+    """A team is refused once its spent amount for the period has reached its limit."""
+    if spent >= limit.amount:
+        return "reached"
+    if spent >= limit.warn_amount:
+        return "warn"
+    return "ok"
+
+
+def reservation_estimate(previous: Decimal, cost: Decimal) -> Decimal:
+    """Exponentially weighted mean of recent call costs (what an admitted call is assumed to cost)."""
+    return (previous + (cost - previous) * _EWMA_WEIGHT).quantize(_ESTIMATE_QUANTUM)
+
+
+# ---------------------------------------------------------------- tracker
+
+
+@dataclass(slots=True)
+class _Finished:
+    team: str
+    started_at: datetime
+    cost: Decimal
+
+
+@dataclass(slots=True)
+class Reservation:
+    team: str
+    amount: Decimal
+    taken_monotonic: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    limit: Limit
+    spent: Decimal
+    resets_at: datetime
+
+
+class BudgetTracker:
+    """Spent per (team, period) = ledger part + local part (+ in-flight reservations to admit).
+
+    Not thread-safe; lives on the event loop like the rest of the app.
+    """
+
+    def __init__(
+        self,
+        limits: Iterable[Limit],
+        spend_source: SpendSource,
+        *,
+        timezone: str = "UTC",
+        clock: Clock = utc_now,
+        refresh_interval_s: float = 1.0,
+        settle_s: float = 2.0,
+        max_reservation_age_s: float = 3600.0,
+        on_gauge: GaugeCallback | None = None,
+    ) -> None:
+        self._limits: dict[str, tuple[Limit, ...]] = {}
+        for limit in limits:
+            self._limits[limit.team] = (*self._limits.get(limit.team, ()), limit)
+        self._periods: tuple[Period, ...] = tuple(
+            p for p in PERIODS if any(lim.period == p for ls in self._limits.values() for lim in ls)
+        )
+        self._source = spend_source
+        self._tz = ZoneInfo(timezone)
+        self._clock = clock
+        self.refresh_interval_s = refresh_interval_s
+        self._settle = timedelta(seconds=settle_s)
+        self._max_reservation_age_s = max_reservation_age_s
+        self._on_gauge = on_gauge
+        # Ledger part: spend over [period start, cut) as of the last refresh.
+        self._cut: datetime | None = None
+        self._ledger: dict[tuple[str, Period], Decimal] = {}
+        self._ledger_start: dict[str, datetime] = {}
+        # Current periods and the local part per (team, period).
+        self._bounds: dict[Period, tuple[datetime, datetime]] = {}
+        self._local: dict[tuple[str, Period], Decimal] = {}
+        self._finished: list[_Finished] = []
+        # In-flight reservations.
+        self._reserved: dict[str, Decimal] = {}
+        self._reservations: dict[int, Reservation] = {}
+        self._estimate: dict[str, Decimal] = {}
+        self._announced: set[tuple[str, Period, datetime, Verdict]] = set()
+        self._refresh_failing = False
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def budgeted(self, team: str) -> bool:
+        return team in self._limits
+
+    @property
+    def teams(self) -> tuple[str, ...]:
+        return tuple(self._limits)
+
+    def spent(self, team: str, period: Period) -> Decimal:
+        """Ledger part + local part for the current period (no reservations)."""
+        self._roll(self._clock())
+        return self._spent(team, period)
+
+    def _spent(self, team: str, period: Period) -> Decimal:
+        start = self._bounds[period][0]
+        ledger = _ZERO
+        if self._cut is not None and self._ledger_start.get(period) == start:
+            ledger = self._ledger.get((team, period), _ZERO)
+        return ledger + self._local.get((team, period), _ZERO)
+
+    def reserved(self, team: str) -> Decimal:
+        return self._reserved.get(team, _ZERO)
+
+    # -- admission ------------------------------------------------------------------------------
+
+    def admit(self, team: str) -> Refusal | Reservation | None:
+        """Refusal when a ``block`` limit is reached (counting in-flight reservations), else the
+        call's reservation (``None`` for teams without a budget)."""
+        limits = self._limits.get(team)
+        if limits is None:
+            return None
+        self._roll(self._clock())
+        reserved = self._reserved.get(team, _ZERO)
+        for limit in limits:
+            spent = self._spent(team, limit.period)
+            verdict = check(limit, spent + reserved)
+            if verdict == "reached" and limit.action == "block":
+                return Refusal(limit, spent, self._bounds[limit.period][1])
+            if verdict != "ok":
+                self._announce(limit, spent + reserved, verdict)
+        amount = self._estimate.get(team, _ZERO)
+        reservation = Reservation(team, amount, time.monotonic())
+        self._reservations[id(reservation)] = reservation
+        self._reserved[team] = reserved + amount
+        return reservation
+
+    def release(self, reservation: Reservation) -> None:
+        if self._reservations.pop(id(reservation), None) is None:
+            return
+        left = self._reserved.get(reservation.team, _ZERO) - reservation.amount
+        self._reserved[reservation.team] = max(left, _ZERO)
+
+    def record(self, team: str, started_at: datetime, cost: Decimal | None) -> None:
+        """A finished call's cost joins the local part (unpriced calls count as 0)."""
+        if team not in self._limits:
+            return
+        amount = cost if cost is not None else _ZERO
+        self._estimate[team] = reservation_estimate(self._estimate.get(team, _ZERO), amount)
+        self._roll(self._clock())
+        self._finished.append(_Finished(team, started_at, amount))
+        for period in self._periods:
+            start, end = self._bounds[period]
+            if start <= started_at < end:
+                key = (team, period)
+                self._local[key] = self._local.get(key, _ZERO) + amount
+        self._publish(team)
+
+    # -- refresh --------------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """One ledger query for every budgeted team and period; raises on database errors."""
+        if not self._limits:
+            return
+        now = self._clock()
+        self._roll(now)
+        cut = now - self._settle
+        starts: dict[str, datetime] = {p: self._bounds[p][0] for p in self._periods}
+        result = await self._source(self.teams, starts, cut)
+        self._cut = cut
+        self._ledger_start = dict(starts)
+        self._ledger = {
+            (team, period): Decimal(result.get(team, {}).get(period, _ZERO))
+            for team in self._limits
+            for period in self._periods
+        }
+        # Calls started before the cut are now the ledger's; keep only the newer ones locally.
+        self._finished = [f for f in self._finished if f.started_at >= cut]
+        self._recompute_local()
+        self._expire_reservations()
+        for team in self._limits:
+            self._publish(team)
+
+    async def run(self) -> None:
+        """Refresh forever (cancel to stop). Errors are logged once per failing streak; the last
+        known ledger values keep serving, plus everything finished locally since."""
+        while True:
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._refresh_failing:
+                    log.warning("budget refresh failed, using last known spend: %r", exc)
+                self._refresh_failing = True
+            else:
+                if self._refresh_failing:
+                    log.info("budget refresh recovered")
+                self._refresh_failing = False
+            await asyncio.sleep(self.refresh_interval_s)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _roll(self, now: datetime) -> None:
+        """Move to new periods when ``now`` left the current ones (budgets reset at boundaries)."""
+        changed = False
+        for period in self._periods:
+            bounds = self._bounds.get(period)
+            if bounds is None or not bounds[0] <= now < bounds[1]:
+                self._bounds[period] = period_bounds(period, now, self._tz)
+                changed = True
+        if changed:
+            self._recompute_local()
+
+    def _recompute_local(self) -> None:
+        local: dict[tuple[str, Period], Decimal] = {}
+        for item in self._finished:
+            for period in self._periods:
+                start, end = self._bounds[period]
+                if start <= item.started_at < end:
+                    key = (item.team, period)
+                    local[key] = local.get(key, _ZERO) + item.cost
+        self._local = local
+
+    def _expire_reservations(self) -> None:
+        oldest = time.monotonic() - self._max_reservation_age_s
+        for reservation in [r for r in self._reservations.values() if r.taken_monotonic < oldest]:
+            self.release(reservation)
+
+    def _publish(self, team: str) -> None:
+        for limit in self._limits.get(team, ()):
+            spent = self._spent(team, limit.period)
+            verdict = check(limit, spent)
+            if verdict != "ok":
+                self._announce(limit, spent, verdict)
+            if self._on_gauge is not None:
+                with contextlib.suppress(Exception):
+                    self._on_gauge(team, limit.period, spent, limit.amount)
+
+    def _announce(self, limit: Limit, spent: Decimal, verdict: Verdict) -> None:
+        """Log each (team, period, verdict) once per period."""
+        key = (limit.team, limit.period, self._bounds[limit.period][0], verdict)
+        if key in self._announced:
+            return
+        self._announced.add(key)
+        if verdict == "reached":
+            log.warning(
+                "budget reached: team=%s period=%s spent=%s limit=%s action=%s",
+                limit.team,
+                limit.period,
+                spent,
+                limit.amount,
+                limit.action,
+            )
+        else:
+            log.warning(
+                "budget warning: team=%s period=%s spent=%s limit=%s (warn at %s%%)",
+                limit.team,
+                limit.period,
+                spent,
+                limit.amount,
+                limit.warn_at_percent,
+            )
+
+
+# ---------------------------------------------------------------- stage
+
+
+def budget_exceeded(refusal: Refusal) -> web.Response:
+    """429 in OpenAI's shape; ``x-should-retry: false`` so SDKs do not retry it."""
+    limit = refusal.limit
+    resets = refusal.resets_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = (
+        f"Budget exceeded for team {limit.team!r}: {limit.period} spend of {refusal.spent} USD "
+        f"has reached its limit of {limit.amount} USD. It resets at {resets}."
+    )
+    return error_response(
+        429,
+        message,
+        "insufficient_quota",
+        code="budget_exceeded",
+        headers={"x-should-retry": "false"},
+    )
+
+
+class BudgetStage:
+    """RequestStage: run AFTER the attribution stage (it reads ``exchange.attribution.team``)."""
+
+    __slots__ = ("_tracker",)
+
+    def __init__(self, tracker: BudgetTracker) -> None:
+        self._tracker = tracker
+
+    async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        outcome = self._tracker.admit(exchange.attribution.team)
+        if isinstance(outcome, Refusal):
+            return budget_exceeded(outcome)
+        if outcome is not None:
+            exchange.extras[_EXTRAS_KEY] = outcome
+        return None
+
+    def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
+        reservation = exchange.extras.pop(_EXTRAS_KEY, None)
+        if isinstance(reservation, Reservation):
+            self._tracker.release(reservation)
+        self._tracker.record(record.team, record.started_at, record.cost_usd)
