@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.schema import budget_notifications
 
-State = Literal["claimed", "delivered", "failed", "implied"]
+State = Literal["claimed", "delivered", "failed", "implied", "recorded"]
 ALERT_EVENTS: Final[tuple[str, ...]] = ("warn", "exceeded")
 # The column's width; longer team names are stored as a prefix plus a hash (still unique).
 TEAM_WIDTH: Final = 128

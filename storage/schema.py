@@ -126,7 +126,8 @@ virtual_keys = Table(
 # Budget alerts (issue 15, created by revision 0005_budget_notifications): one row per (team, period,
 # period start, event) that some replica claimed -- the primary key makes "insert if absent" decide
 # which replica sends. ``state``: ``claimed`` (sending), ``delivered``, ``failed`` (gave up), or
-# ``implied`` (a warn made moot because the period went straight to exceeded; never sent).
+# ``implied`` (a warn made moot because the period went straight to exceeded; never sent), or
+# ``recorded`` (no webhook wanted this event; kept because a later reset depends on it).
 budget_notifications = Table(
     "budget_notifications",
     metadata,

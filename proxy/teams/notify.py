@@ -224,7 +224,7 @@ def render(alert: Alert, fmt: Format) -> bytes:
         {
             "id": alert.id,
             "event": k.event,
-            "team": k.team,
+            "team": k.team.encode("utf-8", "replace").decode("utf-8"),  # lone surrogates
             "period": k.period,
             "period_start": _iso(k.period_start),
             "period_end": _iso(alert.period_end),
@@ -361,14 +361,12 @@ class BudgetNotifier:
                 return  # a late report about a period already left behind
             slot = _Slot(period_start)
             self._slots[(team, period)] = slot
-            if "reset" in self._wanted:
-                # A period new to this process: the claimer asks the database whether the
-                # previous period had an alert (a reset is due) -- once per period per replica.
-                slot.queued.add("reset")
-                reset = self._alert(
-                    team, period, period_start, "reset", spent, limit, warn_at_percent
-                )
-                self._enqueue(reset)
+        if "reset" in self._wanted and "reset" not in slot.queued:
+            # A period new to this process: the claimer asks the database whether the previous
+            # period had an alert (a reset is due) -- once per period per replica.
+            slot.queued.add("reset")
+            reset = self._alert(team, period, period_start, "reset", spent, limit, warn_at_percent)
+            self._enqueue(reset)
         event = classify(spent, limit, warn_at_percent)
         if event is None or event in slot.queued:
             return
@@ -479,7 +477,7 @@ class BudgetNotifier:
     async def _deliver_all(self, alert: Alert) -> None:
         targets = [w for w in self._webhooks if alert.key.event in w.events]
         results = await asyncio.gather(*(self._deliver(w, alert) for w in targets))
-        state: State = "delivered" if all(results) else "failed"
+        state: State = "recorded" if not targets else "delivered" if all(results) else "failed"
         try:
             await self._store.finish(alert.key, state)
         except Exception as exc:
