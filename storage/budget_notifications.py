@@ -37,11 +37,18 @@ class NotificationKey:
 
 
 def team_key(team: str) -> str:
-    """``team`` as stored: itself when it fits the column, else a prefix and 16 hex of SHA-256."""
-    if len(team) <= TEAM_WIDTH:
+    """``team`` as stored: itself when the column can hold it, else a prefix and 16 hex of its
+    SHA-256 (too long, a NUL -- PostgreSQL refuses it in text -- or not encodable as UTF-8)."""
+    try:
+        team.encode("utf-8")
+        storable = "\x00" not in team
+    except UnicodeEncodeError:
+        storable = False
+    if storable and len(team) <= TEAM_WIDTH:
         return team
     digest = hashlib.sha256(team.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{team[: TEAM_WIDTH - 18]}~{digest}"
+    prefix = team[: TEAM_WIDTH - 17].encode("utf-8", "replace").decode("utf-8")
+    return f"{prefix.replace(chr(0), '?')}~{digest}"
 
 
 class SqlNotificationStore:
