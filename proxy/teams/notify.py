@@ -298,6 +298,17 @@ class NotifyMetrics:
             self.failed.labels(event)
 
 
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What the request path queues: the numbers at the crossing (the rest is built later)."""
+
+    key: NotificationKey
+    spent: Decimal
+    limit: Decimal
+    warn_at_percent: Decimal
+    at: datetime
+
+
 @dataclass(slots=True)
 class _Slot:
     """What this process already queued for one (team, period) in its current period."""
@@ -328,7 +339,7 @@ class BudgetNotifier:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._actions = dict(actions or {})
         self.metrics = NotifyMetrics(registry)
-        self._queue: deque[Alert] = deque()
+        self._queue: deque[_Job] = deque()
         self._queue_size = max(1, queue_size)
         self._backoff = (backoff_base_s, backoff_cap_s)
         self._wanted = frozenset(e for w in self._webhooks for e in w.events)
@@ -365,51 +376,28 @@ class BudgetNotifier:
             # A period new to this process: the claimer asks the database whether the previous
             # period had an alert (a reset is due) -- once per period per replica.
             slot.queued.add("reset")
-            reset = self._alert(team, period, period_start, "reset", spent, limit, warn_at_percent)
-            self._enqueue(reset)
+            key = NotificationKey(team, period, period_start, "reset")
+            self._enqueue(_Job(key, spent, limit, warn_at_percent, self._clock()))
         event = classify(spent, limit, warn_at_percent)
         if event is None or event in slot.queued:
             return
         slot.queued.add(event)
         if event == "exceeded":
             slot.queued.add("warn")  # moot now; the claim marks it implied for every replica
-        self._enqueue(self._alert(team, period, period_start, event, spent, limit, warn_at_percent))
+        key = NotificationKey(team, period, period_start, event)
+        self._enqueue(_Job(key, spent, limit, warn_at_percent, self._clock()))
 
-    def _alert(
-        self,
-        team: str,
-        period: str,
-        start: datetime,
-        event: str,
-        spent: Decimal,
-        limit: Decimal,
-        warn_at_percent: Decimal,
-    ) -> Alert:
-        p: Period = "daily" if period == "daily" else "monthly"
-        end = period_bounds(p, start, self._tz)[1]
-        previous = period_bounds(p, start - timedelta(microseconds=1), self._tz)[0]
-        return Alert(
-            key=NotificationKey(team, period, start, event),
-            spent=spent,
-            limit=limit,
-            warn_at_percent=warn_at_percent,
-            period_end=end,
-            at=self._clock(),
-            action=self._actions.get(team),
-            previous_start=previous if event == "reset" else None,
-        )
-
-    def _enqueue(self, alert: Alert) -> None:
+    def _enqueue(self, job: _Job) -> None:
         if len(self._queue) >= self._queue_size:
             oldest = self._queue.popleft()
             self.metrics.dropped.inc()
             self._forget(oldest)
-        self._queue.append(alert)
+        self._queue.append(job)
         self._wakeup.set()
 
-    def _forget(self, alert: Alert) -> None:
-        """Let a later state update queue ``alert``'s event again (it was dropped or unclaimed)."""
-        k = alert.key
+    def _forget(self, job: _Job) -> None:
+        """Let a later state update queue ``job``'s event again (it was dropped or unclaimed)."""
+        k = job.key
         slot = self._slots.get((k.team, k.period))
         if slot is not None and slot.start == k.period_start:
             slot.queued.discard(k.event)
@@ -433,14 +421,15 @@ class BudgetNotifier:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            alert = self._queue.popleft()
+            job = self._queue.popleft()
             self._busy = True
             try:
+                alert = self._alert(job)
                 claimed = await self._claim(alert)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._forget(alert)
+                self._forget(job)
                 failures += 1
                 if not self._claim_failing:
                     log.warning(
@@ -461,6 +450,23 @@ class BudgetNotifier:
                 self._deliveries.add(task)
                 task.add_done_callback(self._delivery_done)
             self._busy = False
+
+    def _alert(self, job: _Job) -> Alert:
+        """The whole alert (period bounds in the budgets' timezone), built off the request path."""
+        k = job.key
+        period: Period = "daily" if k.period == "daily" else "monthly"
+        end = period_bounds(period, k.period_start, self._tz)[1]
+        previous = period_bounds(period, k.period_start - timedelta(microseconds=1), self._tz)[0]
+        return Alert(
+            key=k,
+            spent=job.spent,
+            limit=job.limit,
+            warn_at_percent=job.warn_at_percent,
+            period_end=end,
+            at=job.at,
+            action=self._actions.get(k.team),
+            previous_start=previous if k.event == "reset" else None,
+        )
 
     async def _claim(self, alert: Alert) -> bool:
         k = alert.key

@@ -267,8 +267,11 @@ async def test_receiver_failing_then_refusing_then_recovering_gets_it_exactly_on
         r.spend("0.9")
         await receiver.wait_for(2)  # two 5xx answers...
         await receiver.stop()  # ...then nobody listens: connection refused
-        while r.counter("openai_meter_budget_notification_retries_total") < 3:
-            await r.notifier.wait_idle(0.02)
+        for _ in range(1500):  # until the refused attempt happened (a 15 s deadline)
+            if r.counter("openai_meter_budget_notification_retries_total") >= 3:
+                break
+            await r.notifier.wait_idle(0.01)
+        assert r.counter("openai_meter_budget_notification_retries_total") >= 3
         await receiver.start()  # recovered, same port
         await settled(r)
         assert r.counter("openai_meter_budget_notifications_total", event="warn") == 1
