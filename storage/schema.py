@@ -138,5 +138,10 @@ budget_notifications = Table(
     Column("state", String(16), nullable=False),
     Column("claimed_at", UtcDateTime(), nullable=False),
     Column("finished_at", UtcDateTime(), nullable=True),
+    # The numbers at the crossing, as exact decimal text (any size), so that another replica can
+    # re-send an alert whose claimer died before delivering it.
+    Column("spent_usd", String(64), nullable=True),
+    Column("limit_usd", String(64), nullable=True),
+    Column("warn_at_percent", String(64), nullable=True),
     PrimaryKeyConstraint("team", "period", "period_start", "event", name="pk_budget_notifications"),
 )

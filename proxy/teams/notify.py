@@ -14,7 +14,9 @@ one database, exactly one sends it. The claimer then delivers to every webhook t
 each in its own task, retrying connection errors, timeouts, 408/425/429 and 5xx with bounded
 exponential back-off (``Retry-After`` honoured up to the cap), and giving up after ``max_attempts``.
 Delivery is at-least-once per webhook: a receiver that got the body but whose answer was lost gets it
-again; the ``Idempotency-Key`` header (also ``id`` in the JSON body) lets it drop the repeat.
+again; the ``Idempotency-Key`` header (also ``id`` in the JSON body) lets it drop the repeat. Once a
+minute the worker also *sweeps*: an alert still ``claimed`` long after any delivery could have ended
+(its claimer died or stopped mid-delivery) is taken over by one replica (compare-and-set) and sent.
 
 Events:
 
@@ -50,7 +52,7 @@ from yarl import URL
 from proxy.http.forward import egress_proxy_for
 from proxy.settings import NOTIFY_EVENTS, NotifyEvent, WebhookSettings
 from proxy.teams.budgets import PERIODS, Period, period_bounds
-from storage.budget_notifications import NotificationKey, State
+from storage.budget_notifications import NotificationKey, Numbers, StaleClaim, State
 
 log = logging.getLogger("openai_meter.budgets.notify")
 
@@ -61,6 +63,8 @@ DEFAULT_QUEUE_SIZE: Final = 1024
 MAX_CONCURRENT_DELIVERIES: Final = 32
 BACKOFF_BASE_S: Final = 1.0
 BACKOFF_CAP_S: Final = 60.0
+SWEEP_INTERVAL_S: Final = 60.0
+STALE_MARGIN_S: Final = 60.0
 _ONE_TENTH: Final = Decimal("0.1")
 
 
@@ -260,12 +264,29 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, retry_after: str | None
 # ---------------------------------------------------------------- the notifier
 
 
-class NotificationStore(Protocol):
-    async def claim(self, key: NotificationKey, *, implies: Sequence[str] = ()) -> bool: ...
+def delivery_bound_s(webhooks: Iterable[Webhook], base_s: float, cap_s: float) -> float:
+    """The longest one alert's delivery can take: every attempt timing out, every back-off."""
+    worst = 0.0
+    for webhook in webhooks:
+        waits = sum(backoff_s(a, base_s, cap_s) for a in range(1, webhook.max_attempts))
+        worst = max(worst, waits + webhook.max_attempts * webhook.timeout_s)
+    return worst
 
-    async def claim_reset(self, key: NotificationKey, previous_start: datetime) -> bool: ...
+
+class NotificationStore(Protocol):
+    async def claim(
+        self, key: NotificationKey, *, numbers: Numbers | None = None, implies: Sequence[str] = ()
+    ) -> bool: ...
+
+    async def claim_reset(
+        self, key: NotificationKey, previous_start: datetime, *, numbers: Numbers | None = None
+    ) -> bool: ...
 
     async def finish(self, key: NotificationKey, state: State) -> None: ...
+
+    async def stale_claims(self, older_than_s: float, limit: int = 100) -> list[StaleClaim]: ...
+
+    async def reclaim(self, claim: StaleClaim) -> bool: ...
 
 
 class NotifyMetrics:
@@ -332,6 +353,8 @@ class BudgetNotifier:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         backoff_base_s: float = BACKOFF_BASE_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
+        sweep_interval_s: float = SWEEP_INTERVAL_S,
+        stale_after_s: float | None = None,
     ) -> None:
         self._webhooks = tuple(webhooks)
         self._store = store
@@ -342,6 +365,13 @@ class BudgetNotifier:
         self._queue: deque[_Job] = deque()
         self._queue_size = max(1, queue_size)
         self._backoff = (backoff_base_s, backoff_cap_s)
+        self._sweep_interval_s = sweep_interval_s
+        # A claim older than the longest possible delivery (plus a margin) was abandoned.
+        self._stale_after_s = (
+            stale_after_s
+            if stale_after_s is not None
+            else delivery_bound_s(self._webhooks, backoff_base_s, backoff_cap_s) + STALE_MARGIN_S
+        )
         self._wanted = frozenset(e for w in self._webhooks for e in w.events)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._wakeup = asyncio.Event()
@@ -415,20 +445,32 @@ class BudgetNotifier:
         self._worker = asyncio.create_task(self._run(), name="budget-notify")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time() + self._sweep_interval_s
         failures = 0
         while True:
+            if loop.time() >= next_sweep:
+                await self._sweep()
+                next_sweep = loop.time() + self._sweep_interval_s
+                continue
             if not self._queue:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), next_sweep - loop.time())
                 continue
             job = self._queue.popleft()
             self._busy = True
+            # A delivery slot first: with every slot taken by stuck receivers, claims wait here
+            # (the queue absorbs it) rather than claiming alerts nobody can send yet.
+            await self._slots_free.acquire()
             try:
                 alert = self._alert(job)
                 claimed = await self._claim(alert)
             except asyncio.CancelledError:
+                self._slots_free.release()
                 raise
             except Exception as exc:
+                self._slots_free.release()
                 self._forget(job)
                 failures += 1
                 if not self._claim_failing:
@@ -445,10 +487,49 @@ class BudgetNotifier:
             self._claim_failing = False
             failures = 0
             if claimed:
+                self._spawn(alert)
+            else:
+                self._slots_free.release()
+            self._busy = False
+
+    def _spawn(self, alert: Alert) -> None:
+        """Deliver ``alert`` in its own task (the caller holds a delivery slot for it)."""
+        task = asyncio.create_task(self._deliver_all(alert), name="budget-notify-send")
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivery_done)
+
+    async def _sweep(self) -> None:
+        """Re-send alerts whose claimer (any replica) never finished them: it died mid-delivery
+        or stopped before its grace ran out. One replica wins each (compare-and-set)."""
+        self._busy = True
+        try:
+            for claim in await self._store.stale_claims(self._stale_after_s):
+                if claim.numbers is None:
+                    await self._store.finish(claim.key, "failed")
+                    continue
                 await self._slots_free.acquire()
-                task = asyncio.create_task(self._deliver_all(alert), name="budget-notify-send")
-                self._deliveries.add(task)
-                task.add_done_callback(self._delivery_done)
+                try:
+                    won = await self._store.reclaim(claim)
+                except BaseException:
+                    self._slots_free.release()
+                    raise
+                if not won:
+                    self._slots_free.release()
+                    continue
+                k, n = claim.key, claim.numbers
+                log.warning(
+                    "re-sending a budget alert its claimer did not finish: event=%s team=%s period=%s",
+                    k.event,
+                    k.team,
+                    k.period,
+                )
+                job = _Job(k, n.spent, n.limit, n.warn_at_percent, claim.claimed_at)
+                self._spawn(self._alert(job))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("budget alert sweep failed (%s)", type(exc).__name__)
+        finally:
             self._busy = False
 
     def _alert(self, job: _Job) -> Alert:
@@ -470,11 +551,12 @@ class BudgetNotifier:
 
     async def _claim(self, alert: Alert) -> bool:
         k = alert.key
+        numbers = Numbers(alert.spent, alert.limit, alert.warn_at_percent)
         if k.event == "reset":
             assert alert.previous_start is not None
-            return await self._store.claim_reset(k, alert.previous_start)
+            return await self._store.claim_reset(k, alert.previous_start, numbers=numbers)
         implies = ("warn",) if k.event == "exceeded" else ()
-        return await self._store.claim(k, implies=implies)
+        return await self._store.claim(k, numbers=numbers, implies=implies)
 
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         self._deliveries.discard(task)

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from storage.budget_notifications import (
     TEAM_WIDTH,
     NotificationKey,
+    Numbers,
     SqlNotificationStore,
     team_key,
 )
@@ -98,6 +100,37 @@ def test_long_names_sharing_a_prefix_do_not_collide() -> None:
     base = "p" * 500
     assert team_key(base + "a") != team_key(base + "b")
     assert team_key("search") == "search"
+
+
+async def test_stale_claims_keep_their_numbers_and_one_replica_takes_each_over(
+    engine: AsyncEngine,
+) -> None:
+    now = datetime.now(UTC)
+    old = SqlNotificationStore(engine, clock=lambda: now - timedelta(minutes=10))
+    exact = Numbers(Decimal("1234567.0000000001"), Decimal("2000000"), Decimal("80.5"))
+    assert await old.claim(key("exceeded"), numbers=exact, implies=["warn"])
+    huge = Numbers(Decimal("1E+100") + 1, Decimal(1), Decimal(80))  # wider than the column
+    assert await old.claim(key("warn", team="ads"), numbers=huge)
+    assert await old.claim(key("warn", team="bare"))  # no numbers (an older writer)
+    assert await old.claim(key("warn", team="done"))
+    await old.finish(key("warn", team="done"), "delivered")
+    store = SqlNotificationStore(engine)
+    assert await store.claim(key("warn", team="fresh"), numbers=exact)  # claimed just now
+
+    stale = await store.stale_claims(older_than_s=300)
+    by_team = {c.key.team: c for c in stale}
+    assert set(by_team) == {"search", "ads", "bare"}  # not implied, finished or recent ones
+    assert by_team["search"].key == key("exceeded")
+    assert by_team["search"].numbers == exact
+    ads = by_team["ads"].numbers
+    assert ads is not None and ads.spent == Decimal("1E+100")  # approximate, but a number
+    assert by_team["bare"].numbers is None
+    assert await store.stale_claims(older_than_s=3600) == []
+
+    racers = [SqlNotificationStore(engine) for _ in range(5)]
+    won = await asyncio.gather(*(r.reclaim(by_team["search"]) for r in racers))
+    assert won.count(True) == 1
+    assert "search" not in {c.key.team for c in await store.stale_claims(older_than_s=300)}
 
 
 @pytest.mark.postgres

@@ -27,6 +27,11 @@ def upgrade() -> None:
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("claimed_at", UtcDateTime(), nullable=False),
         sa.Column("finished_at", UtcDateTime(), nullable=True),
+        # The numbers at the crossing, as exact decimal text (any size), so that another replica
+        # can re-send an alert whose claimer died before delivering it.
+        sa.Column("spent_usd", sa.String(64), nullable=True),
+        sa.Column("limit_usd", sa.String(64), nullable=True),
+        sa.Column("warn_at_percent", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint(
             "team", "period", "period_start", "event", name="pk_budget_notifications"
         ),

@@ -3,6 +3,7 @@ to a real local webhook receiver with retries, and never a webhook URL in a log 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from proxy.teams.notify import (
     retryable,
     webhooks_from_settings,
 )
-from storage.budget_notifications import NotificationKey, SqlNotificationStore
+from storage.budget_notifications import NotificationKey, Numbers, SqlNotificationStore
 from storage.engine import create_engine
 from storage.migrate import upgrade
 from tests.support.budget_fakes import FakeClock, FakeLedger
@@ -91,6 +92,7 @@ async def replica(
     warn: int = 80,
     queue_size: int = 1024,
     start: bool = True,
+    **options: Any,
 ) -> AsyncIterator[Replica]:
     """A budget tracker with the notifier on its on_state seam, as create_app wires them."""
     registry = CollectorRegistry()
@@ -103,6 +105,7 @@ async def replica(
         queue_size=queue_size,
         backoff_base_s=0.01,
         backoff_cap_s=0.05,
+        **options,
     )
     tracker = BudgetTracker(
         [Limit("search", "daily", Decimal(limit), "block", Decimal(warn))],
@@ -376,6 +379,62 @@ async def test_states_for_unknown_periods_or_an_older_period_are_ignored(
     notifier.on_state("a", "daily", DAY, Decimal(0), Decimal(1), Decimal(80))  # reset check
     notifier.on_state("a", "daily", DAY - timedelta(days=1), Decimal(9), Decimal(1), Decimal(80))
     assert len(notifier._queue) == 1  # only the new period's reset check
+
+
+async def _dead_replicas_claim(engine: AsyncEngine, minutes_ago: float) -> None:
+    """A warn some replica claimed and never finished (killed mid-delivery)."""
+    then = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    store = SqlNotificationStore(engine, clock=lambda: then)
+    numbers = Numbers(Decimal("0.85"), Decimal("1.00"), Decimal("80"))
+    assert await store.claim(NotificationKey("search", "daily", DAY, "warn"), numbers=numbers)
+
+
+async def test_an_alert_whose_claimer_died_is_resent_once_by_the_survivors(
+    sqlite_engine: AsyncEngine, receiver: WebhookReceiver, clock: FakeClock
+) -> None:
+    await _dead_replicas_claim(sqlite_engine, minutes_ago=10)
+    options = {"sweep_interval_s": 3600.0, "stale_after_s": 300.0}
+    async with (
+        replica(sqlite_engine, clock, hook(receiver), **options) as a,
+        replica(sqlite_engine, clock, hook(receiver), **options) as b,
+    ):
+        await asyncio.gather(a.notifier._sweep(), b.notifier._sweep(), a.notifier._sweep())
+        await settled(a, b)
+        await asyncio.gather(a.notifier._sweep(), b.notifier._sweep())  # delivered: not again
+        await settled(a, b)
+    assert receiver.events() == ["warn"]
+    body = receiver.accepted[0].json()
+    assert body["spent_usd"] == "0.85" and body["limit_usd"] == "1"  # the claimed numbers
+    rows = await SqlNotificationStore(sqlite_engine).rows()
+    assert [(r["event"], r["state"]) for r in rows] == [("warn", "delivered")]
+
+
+async def test_a_recent_claim_is_left_to_its_claimer_and_the_sweep_runs_on_its_own(
+    sqlite_engine: AsyncEngine, receiver: WebhookReceiver, clock: FakeClock
+) -> None:
+    await _dead_replicas_claim(sqlite_engine, minutes_ago=1)
+    async with replica(
+        sqlite_engine, clock, hook(receiver), sweep_interval_s=0.02, stale_after_s=300.0
+    ) as r:
+        await r.notifier._sweep()
+        await settled(r)
+        assert receiver.deliveries == []  # 1 minute old: its claimer may still be retrying
+    async with replica(
+        sqlite_engine, clock, hook(receiver), sweep_interval_s=0.02, stale_after_s=30.0
+    ):
+        await receiver.wait_for(1)  # the worker's own periodic sweep found it
+    assert receiver.events() == ["warn"]
+
+
+def test_the_stale_threshold_covers_the_longest_delivery() -> None:
+    from proxy.teams.notify import STALE_MARGIN_S, delivery_bound_s
+
+    default = Webhook(url="https://example.com/x")  # 8 attempts x 10 s, back-off 1..60 s
+    assert delivery_bound_s([default], 1.0, 60.0) == 1 + 2 + 4 + 8 + 16 + 32 + 60 + 8 * 10
+    slow = Webhook(url="https://example.com/y", max_attempts=2, timeout_s=300)
+    assert delivery_bound_s([default, slow], 1.0, 60.0) == 1 + 2 * 300
+    notifier = BudgetNotifier([default], SqlNotificationStore.__new__(SqlNotificationStore))
+    assert notifier._stale_after_s == 203 + STALE_MARGIN_S
 
 
 # ---------------------------------------------------------------- secrets never logged
