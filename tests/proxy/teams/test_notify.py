@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.config import ConfigError, load_settings
 from proxy.settings import Settings, WebhookSettings
 from proxy.teams.budgets import BudgetTracker, Limit
 from proxy.teams.notify import (
@@ -258,6 +259,41 @@ async def test_reset_only_webhook_still_learns_of_resets(
     assert receiver.events() == ["reset"]
 
 
+async def test_the_tracker_reports_each_state_with_the_period_it_belongs_to(
+    clock: FakeClock,
+) -> None:
+    """The seam in budgets.py (keep it when budgets.py changes): on_state wherever the gauges are
+    set -- every finished call of a budgeted team and every refresh -- with the period's start."""
+    seen: list[tuple[Any, ...]] = []
+    ledger = FakeLedger()
+    tracker = BudgetTracker(
+        [
+            Limit("search", "daily", Decimal("1"), "block", Decimal(80)),
+            Limit("search", "monthly", Decimal("20"), "alert", Decimal(50)),
+        ],
+        ledger,
+        clock=clock,
+        on_state=lambda *state: seen.append(state),
+    )
+    await tracker.refresh()
+    tracker.record("search", NOW, Decimal("0.9"))
+    ledger.add("search", NOW, "0.9")  # as the ledger writer would
+    tracker.record("ads", NOW, Decimal("5"))  # no budget: no state
+    clock.advance(hours=12)  # 2026-11-18 00:00 UTC: a new day, same month
+    await tracker.refresh()
+    month = datetime(2026, 11, 1, tzinfo=UTC)
+    nextday = datetime(2026, 11, 18, tzinfo=UTC)
+    d, m = Decimal(1), Decimal(20)
+    assert seen == [
+        ("search", "daily", DAY, Decimal(0), d, Decimal(80)),
+        ("search", "monthly", month, Decimal(0), m, Decimal(50)),
+        ("search", "daily", DAY, Decimal("0.9"), d, Decimal(80)),
+        ("search", "monthly", month, Decimal("0.9"), m, Decimal(50)),
+        ("search", "daily", nextday, Decimal(0), d, Decimal(80)),
+        ("search", "monthly", month, Decimal("0.9"), m, Decimal(50)),
+    ]
+
+
 # ---------------------------------------------------------------- delivery
 
 
@@ -481,6 +517,30 @@ def test_settings_hold_the_url_as_a_secret_and_errors_do_not_echo_it() -> None:
         WebhookSettings.model_validate({"url": url, "events": []})
     with pytest.raises(ValidationError):
         WebhookSettings.model_validate({"url": url, "events": ["spent"]})
+
+
+def test_webhooks_from_the_environment_and_config_errors_never_echo_the_url(
+    tmp_path: Path,
+) -> None:
+    env = {"OPENAI_METER_BUDGETS__NOTIFY": '[{"url_env": "HOOK", "format": "slack"}]'}
+    settings = load_settings(environ=env)
+    (only,) = settings.budgets.notify
+    assert only.url_env == "HOOK" and only.format == "slack" and only.url is None
+    url = f"https://hooks.slack.com/services/{SECRET}"
+    for bad in (
+        f'[{{"url": "{url}", "url_env": "HOOK"}}]',
+        f'[{{"url": "{url}", "format": "xml"}}]',
+        f'[{{"url": "{url}", "timeout_s": 0}}]',
+        f'[{{"url": "{url}", "extra": 1}}]',
+    ):
+        with pytest.raises(ConfigError) as info:
+            load_settings(environ={"OPENAI_METER_BUDGETS__NOTIFY": bad})
+        assert "budgets.notify.0" in str(info.value) and SECRET not in str(info.value)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"budgets:\n  notify:\n    - url: {url}\n      max_attempts: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config_path=str(config), environ={})
+    assert "budgets.notify.0.max_attempts" in str(info.value) and SECRET not in str(info.value)
 
 
 def test_url_from_the_environment_and_bad_urls_named_without_the_secret() -> None:

@@ -117,7 +117,9 @@ async def test_the_url_from_an_environment_variable_and_slack_format(
     receiver: WebhookReceiver,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("TEST_BUDGET_SLACK_HOOK", receiver.url_for(SECRET_PATH))
     async with Product(
         fake_upstream.url,
@@ -129,6 +131,8 @@ async def test_the_url_from_an_environment_variable_and_slack_format(
     assert delivery.path == SECRET_PATH
     body = delivery.json()
     assert list(body) == ["text"] and body["text"].startswith("Budget warning: team 'search'")
+    logged = "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records)
+    assert "budget alert sent" in logged and SECRET_PATH not in logged
 
 
 def test_a_missing_url_variable_stops_start_up_naming_it(
