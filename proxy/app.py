@@ -27,11 +27,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
+from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,9 +41,10 @@ from proxy.admin.prices_api import PRICEBOOK_KEY, prices_handler
 from proxy.http.exchange import MeteringHooks
 from proxy.http.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.http.health import Readiness, healthz, readyz_handler
+from proxy.http.upstream_session import open_upstream_session
 from proxy.observe.metrics import Metrics, MetricsStage
 from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
-from proxy.settings import Settings, UpstreamSettings
+from proxy.settings import Settings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
 from proxy.teams.notify import BudgetNotifier, NotifyConfigError, Webhook, webhooks_from_settings
@@ -68,14 +68,6 @@ UPSTREAM_SESSION_KEY = web.AppKey("upstream_session", ClientSession)
 SERVER_KWARGS: dict[str, object] = {"handler_cancellation": True, "access_log": None}
 
 
-def _ssl_context(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
-    if not upstream.verify_tls:
-        return False
-    if upstream.ca_bundle:
-        return ssl.create_default_context(cafile=upstream.ca_bundle)
-    return True
-
-
 def upstream_session_ctx(
     settings: Settings, forwarder: Forwarder, readiness: Readiness
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
@@ -83,21 +75,7 @@ def upstream_session_ctx(
 
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        connector = TCPConnector(
-            limit=settings.upstream.max_connections,
-            ssl=_ssl_context(settings.upstream),
-            ttl_dns_cache=300,
-            enable_cleanup_closed=False,
-        )
-        session = ClientSession(
-            connector=connector,
-            cookie_jar=DummyCookieJar(),  # never share one client's upstream cookies with another
-            auto_decompress=True,
-            # Egress proxy env vars are resolved once (Forwarder.egress_proxy), not per request.
-            trust_env=False,
-            skip_auto_headers=("User-Agent",),
-            timeout=forwarder.timeout,
-        )
+        session = open_upstream_session(settings.upstream, forwarder.timeout)
         app[UPSTREAM_SESSION_KEY] = session
         forwarder.session = session
         readiness.add("upstream_session", lambda: not session.closed)
