@@ -99,11 +99,14 @@ async def test_scheduled_run_is_stored_served_and_exported(
 
 
 async def test_no_run_yet_is_a_404_that_says_how(tmp_path: Path) -> None:
-    async with FakeUpstream() as upstream, Product(upstream.url, tmp_path) as product:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"{product.url}/meter/reconcile") as resp:
-                assert resp.status == 404
-                assert "reconcile.interval" in (await resp.json())["error"]["message"]
+    async with (
+        FakeUpstream() as upstream,
+        Product(upstream.url, tmp_path) as product,
+        aiohttp.ClientSession() as http,
+        http.get(f"{product.url}/meter/reconcile") as resp,
+    ):
+        assert resp.status == 404
+        assert "reconcile.interval" in (await resp.json())["error"]["message"]
 
 
 def test_an_interval_without_an_admin_key_stops_start_up(
