@@ -93,8 +93,9 @@ class ProjectDay:
     ledger_usd: Decimal
     captured_ratio: Decimal | None
     restating: bool
-    within: bool
+    within: bool  # what the exit status reads: matches, or still restating
     causes: tuple[Cause, ...] = ()
+    matches: bool = True  # cost within tolerance and every model row's tokens equal
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +264,7 @@ def compare(
                 restating=is_restating,
                 within=is_restating or (cost_ok and tokens_ok),
                 causes=causes,
+                matches=cost_ok and tokens_ok,
             )
         )
     notes: list[str] = []

@@ -65,6 +65,7 @@ class CostLine:
     within: bool = True
     restating: bool = True
     causes: list[Cause] = field(default_factory=list)
+    matches: bool = True
 
 
 def _values(
@@ -106,6 +107,7 @@ def cost_lines(rec: Reconciliation, by: tuple[str, ...]) -> list[CostLine]:
         line.billed += p.billed_usd
         line.ledger += p.ledger_usd
         line.within = line.within and p.within
+        line.matches = line.matches and p.matches
         line.restating = line.restating and p.restating
         _add_causes(line.causes, p.causes)
     return list(lines.values())
@@ -155,6 +157,7 @@ def to_json_obj(rec: Reconciliation, by: tuple[str, ...] = DIMENSIONS) -> dict[s
                 "ledger_usd": money(line.ledger),
                 "captured_ratio": _ratio_text(ratio(line.ledger, line.billed)),
                 "within_tolerance": line.within,
+                "matches": line.matches,
                 "restating": line.restating,
                 "causes": [{"code": c.code, "text": c.text} for c in line.causes],
             }
@@ -203,7 +206,7 @@ def to_csv(rec: Reconciliation, by: tuple[str, ...] = DIMENSIONS) -> str:
                 money(cost.billed),
                 money(cost.ledger),
                 _ratio_text(ratio(cost.ledger, cost.billed)) or "",
-                _status(cost.within, cost.restating) if cost.within else "DIFFERS",
+                _status(cost.matches, cost.restating),
                 "; ".join(c.text for c in cost.causes),
             ]
         )
@@ -257,7 +260,7 @@ def to_table(rec: Reconciliation, by: tuple[str, ...] = DIMENSIONS) -> str:
                     money(cost.billed),
                     money(cost.ledger),
                     _percent(ratio(cost.ledger, cost.billed)),
-                    _status(cost.within, cost.restating) if cost.within else "DIFFERS",
+                    _status(cost.matches, cost.restating),
                 ]
             )
         lines.extend(_align(rows, len(cost_dims)))
@@ -272,8 +275,13 @@ def to_table(rec: Reconciliation, by: tuple[str, ...] = DIMENSIONS) -> str:
     ]
     if explained:
         lines.extend(["", "why:"])
+        said: list[str] = []
         for group, causes in explained:
             for cause in causes:
+                # A project's cost line repeats its model lines' causes: say each once.
+                if cause.code != "restating" and any(cause.text.endswith(s) for s in said):
+                    continue
+                said.append(cause.text)
                 lines.append(f"  {' '.join(group) or 'all'}: [{cause.code}] {cause.text}")
     if rec.notes:
         lines.extend(["", *(f"note: {note}" for note in rec.notes)])
