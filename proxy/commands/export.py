@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pricing.book import PriceBook
-from proxy.admin.focus.rows import aggregate, focus_rows
+from proxy.admin.focus.rows import Group, GroupKey, add_row, focus_rows
 from proxy.admin.focus.write import ExportError, write
 from proxy.admin.reporting import ReportError, Window, resolve_window
 from proxy.config import ConfigError, load_settings
@@ -77,10 +77,11 @@ async def _export(
     settings: Settings, window: Window, book: PriceBook, out: str | None, account: str | None
 ) -> str | None:
     engine = create_engine(settings.database.url)
+    groups: dict[GroupKey, Group] = {}  # memory grows with groups, not with ledger rows
     try:
-        rows = [row async for row in billable_rows(engine, window.since, window.until)]
+        async for row in billable_rows(engine, window.since, window.until):
+            add_row(groups, row, settings.reconcile.default_project)
     finally:
         await engine.dispose()
-    groups = aggregate(rows, settings.reconcile.default_project)
     focus = focus_rows(groups, book, PriceBook.load(), billing_account=account)
     return write(focus, out)

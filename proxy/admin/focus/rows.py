@@ -99,23 +99,30 @@ def row_usage(row: Mapping[str, Any]) -> Usage:
     return Usage(**{name: int(row.get(name) or 0) for name in TOKEN_FIELDS}, units=units)
 
 
+def add_row(
+    groups: dict[GroupKey, Group], row: Mapping[str, Any], default_project: str | None = None
+) -> None:
+    """Add one ledger row (a dict with the ledger's column names) to its group."""
+    key = group_key(row, default_project)
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = Group()
+    group.usage = group.usage + row_usage(row)
+    cost = row.get("cost_usd")
+    if cost is not None:
+        group.cost += cost
+    group.requests += 1
+    if row.get("usage_source") == "estimated":
+        group.estimated += 1
+
+
 def aggregate(
     rows: Iterable[Mapping[str, Any]], default_project: str | None = None
 ) -> dict[GroupKey, Group]:
-    """Ledger rows (dicts with the ledger's column names) summed per :class:`GroupKey`."""
+    """Ledger rows summed per :class:`GroupKey`."""
     groups: dict[GroupKey, Group] = {}
     for row in rows:
-        key = group_key(row, default_project)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = Group()
-        group.usage = group.usage + row_usage(row)
-        cost = row.get("cost_usd")
-        if cost is not None:
-            group.cost += cost
-        group.requests += 1
-        if row.get("usage_source") == "estimated":
-            group.estimated += 1
+        add_row(groups, row, default_project)
     return groups
 
 
