@@ -252,3 +252,21 @@ async def test_no_admin_key_is_a_usage_error(world: World, monkeypatch: pytest.M
     monkeypatch.delenv("OPENAI_ADMIN_KEY")
     code, _out, err = await _reconcile(world, "--since", "1d")
     assert code == 2 and "OPENAI_ADMIN_KEY" in err and not world.admin.requests
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday-ish"], "cannot read"),
+        (["--since", "2020-01-01", "--until", "2026-01-01"], "366 days"),
+        (["--since", "2d", "--until", "3d"], "after until"),
+        (["--tolerance", "nan"], "tolerance"),
+        (["--tolerance", "-1"], "tolerance"),
+        (["--tolerance", "101"], "tolerance"),
+        (["--tolerance", "lots"], "tolerance"),
+        (["--by", "team"], "cannot group by"),
+    ],
+)
+async def test_bad_arguments_are_usage_errors(world: World, args: list[str], message: str) -> None:
+    code, _out, err = await _reconcile(world, *args)
+    assert code == 2 and message in err and not world.admin.requests

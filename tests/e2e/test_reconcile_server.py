@@ -122,3 +122,26 @@ def test_an_interval_without_an_admin_key_stops_start_up(
 def test_a_bad_interval_is_a_config_error(tmp_path: Path, interval: str) -> None:
     with pytest.raises(ValueError, match="interval"):
         product_settings("http://127.0.0.1:9", tmp_path, reconcile={"interval": interval})
+
+
+async def test_a_failed_run_is_logged_without_the_key_and_traffic_goes_on(
+    world: tuple[FakeUpstream, FakeAdminApi], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    upstream, admin = world
+    admin.fail(401, f"Incorrect API key provided: {ADMIN_KEY}.")
+    caplog.set_level(logging.WARNING, logger="openai_meter.reconcile")
+    async with Product(upstream.url, tmp_path, reconcile={"interval": "1h"}) as product:
+        reconciler = product.app[RECONCILER_KEY]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while reconciler.failures == 0:  # the first run starts with the server
+            assert loop.time() < deadline, "the scheduled run never finished"
+            await asyncio.sleep(0.02)
+        client = product.sdk("sk-proj-client")
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "reconciliation failed" in logged and "HTTP 401" in logged
+    assert ADMIN_KEY not in logged and key_fingerprint(ADMIN_KEY) in logged

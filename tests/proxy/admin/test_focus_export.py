@@ -406,3 +406,20 @@ def test_billed_cost_sums_to_the_ledger_for_any_calls(
 def test_group_key_types_are_hashable() -> None:
     key = GroupKey(DAY.date(), None, None, "m", "standard", "t", (), None, True)
     assert {key: Group()}[key].requests == 0
+
+
+def test_contracted_cost_follows_the_configured_price_and_list_cost_the_catalog(
+    ledger_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "meter.yaml"
+    config.write_text('pricing:\n  overrides:\n    gpt-4o-mini: {input: "0.12", output: "0.50"}\n')
+    code, text, err = _export(
+        ledger_url, "--since", "2026-11-04", "--until", "2026-11-05", "--config", str(config)
+    )
+    assert code == 0, err
+    rows = {r["SkuId"]: r for r in csv.DictReader(io.StringIO(text))}
+    output = rows["gpt-4o-mini:output:standard"]
+    assert output["ListUnitPrice"] == "0.6" and output["ContractedUnitPrice"] == "0.5"
+    assert output["ListCost"] == "0.0006000000" and output["ContractedCost"] == "0.0005000000"
+    # BilledCost stays what the ledger recorded (priced at the time, before this override)
+    assert sum(Decimal(r["BilledCost"]) for r in rows.values()) == Decimal("0.0012")
