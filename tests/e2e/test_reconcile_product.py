@@ -72,23 +72,19 @@ async def _traffic(world: World, calls: dict[str, int], model: str | None = None
                 await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
 
 
-def _bill_served(
-    world: World, *, markup: Decimal = Decimal(1), unknown: Decimal = Decimal(0)
-) -> None:
+def _bill_served(world: World, *, markup: Decimal = Decimal(1)) -> None:
     """OpenAI's side of every chat call the fake upstream served (what it billed)."""
     usage = world.upstream.usage
     for seen in world.upstream.requests:
         if seen.path != "/v1/chat/completions":
             continue
-        model = seen.json.get("model", "") if isinstance(seen.json, dict) else ""
-        served = world.upstream.model if model else model
         cost = usage.input_tokens * INPUT_RATE + usage.output_tokens * OUTPUT_RATE
         world.admin.calls.append(
             Billed(
                 at=datetime.now(UTC),
                 project_id=seen.headers.get("OpenAI-Project", ""),
-                model=served,
-                cost=unknown if unknown else cost * markup,
+                model=world.upstream.model,
+                cost=cost * markup,
                 counts={"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
             )
         )

@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from typing import Final
 from urllib.parse import urlencode
 
-from aiohttp import ClientError, ClientSession
+from aiohttp import ClientError, ClientSession, ClientTimeout
 from yarl import URL
 
 from proxy.admin.reconcile.shapes import (
@@ -43,6 +43,8 @@ MAX_ERROR_CHARS: Final = 300
 USAGE_PAGE_LIMIT: Final = 31  # bucket_width=1d: at most 31 buckets per page
 COSTS_PAGE_LIMIT: Final = 180  # costs: at most 180 buckets per page
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+# Per request, whatever the session's own timeout (the forwarder's allows 900 s reads).
+REQUEST_TIMEOUT: Final = ClientTimeout(total=120, sock_read=60)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -116,14 +118,16 @@ class AdminClient:
         for attempt in range(1, policy.max_attempts + 1):
             wait: float | None = None
             try:
-                async with self._session.get(url, headers=headers, proxy=self._proxy) as resp:
+                async with self._session.get(
+                    url, headers=headers, proxy=self._proxy, timeout=REQUEST_TIMEOUT
+                ) as resp:
                     body = await resp.read()
                     if resp.status == 200:
                         return body
                     if resp.status not in RETRY_STATUSES or attempt == policy.max_attempts:
                         raise AdminApiError(self._http_error(path, resp.status, body))
                     wait = retry_after_s(resp.headers.get("Retry-After"), self._clock())
-            except ClientError as exc:
+            except (ClientError, TimeoutError) as exc:
                 if attempt == policy.max_attempts:
                     raise AdminApiError(
                         self.scrub(f"Admin API {path}: {type(exc).__name__}: {exc}")

@@ -227,29 +227,33 @@ def compare(
         rows.append(row)
 
     ledger_cost: dict[tuple[date, str | None], Decimal] = {}
+    groups_of: dict[tuple[date, str | None], list[LedgerGroup]] = {}
     for key, group in facts.items():
         pkey = (key[0], key[1])
         ledger_cost[pkey] = ledger_cost.get(pkey, Decimal(0)) + group.cost
+        groups_of.setdefault(pkey, []).append(group)
+    rows_of: dict[tuple[date, str | None], list[ModelRow]] = {}
+    for row in rows:
+        rows_of.setdefault((row.day, row.project), []).append(row)
     projects: list[ProjectDay] = []
     tolerance = tolerance_percent / 100
     for pkey in sorted(set(billed) | set(ledger_cost), key=lambda k: (k[0], _name(k[1]))):
         day, project = pkey
         their_usd = billed.get(pkey, Decimal(0))
         our_usd = ledger_cost.get(pkey, Decimal(0))
-        model_rows = [r for r in rows if r.day == day and r.project == project]
+        model_rows = rows_of.get(pkey, [])
         cost_ok = abs(our_usd - their_usd) <= their_usd.copy_abs() * tolerance
         tokens_ok = all(r.equal for r in model_rows)
         is_restating = restating(day)
         causes: tuple[Cause, ...] = ()
         if not (cost_ok and tokens_ok) or our_usd != their_usd:
-            groups = [g for k, g in facts.items() if (k[0], k[1]) == pkey]
             causes = _project_causes(
                 day,
                 project,
                 their_usd,
                 our_usd,
                 model_rows,
-                groups,
+                groups_of.get(pkey, []),
                 is_restating,
                 restate_days,
                 cost_ok and tokens_ok,

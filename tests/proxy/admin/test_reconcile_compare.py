@@ -235,3 +235,23 @@ def test_render_formats_and_rollups() -> None:
         parse_by("team")
     with pytest.raises(ReportError):
         render(rec, "xml")
+
+
+def test_a_large_organization_is_compared_in_one_pass() -> None:
+    """50 projects x 28 days x 40 models (56,000 rows each side): linear, not per-pair, work."""
+    days = [date(2026, 11, 1 + n % 28) for n in range(30)]
+    theirs, billed, ours = [], [], []
+    for p in range(50):
+        for d in sorted(set(days)):
+            billed.append(CostResult(d, f"p{p}", None, Decimal("0.5")))
+            for m in range(40):
+                counts = {"requests": 2, "input_tokens": 10 + m, "output_tokens": 3}
+                theirs.append(UsageResult("completions", d, f"p{p}", f"m{m}", None, counts))
+                ours.append(LedgerGroup(d, f"p{p}", f"m{m}", counts, Decimal("0.0125")))
+    rec = compare(
+        usage=theirs, costs=billed,
+        ledger=LedgerFacts(tuple(ours), frozenset(f"p{p}" for p in range(50))),
+        since=date(2026, 11, 1), until=date(2026, 11, 30), now=NOW, restate_days=0,
+        tolerance_percent=Decimal(1),
+    )  # fmt: skip
+    assert rec.ok and len(rec.rows) == 50 * 28 * 40
