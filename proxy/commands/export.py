@@ -79,8 +79,9 @@ async def _export(
     engine = create_engine(settings.database.url)
     groups: dict[GroupKey, Group] = {}  # memory grows with groups, not with ledger rows
     try:
-        async for row in billable_rows(engine, window.since, window.until):
-            add_row(groups, row, settings.reconcile.default_project)
+        async for rows in billable_rows(engine, window.since, window.until):
+            for row in rows:
+                add_row(groups, row, settings.reconcile.default_project)
     finally:
         await engine.dispose()
     focus = focus_rows(groups, book, PriceBook.load(), billing_account=account)

@@ -72,10 +72,15 @@ class GroupKey:
 
 @dataclass(slots=True)
 class Group:
-    usage: Usage = field(default_factory=Usage)
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_FIELDS, 0))
+    units: dict[str, Decimal] = field(default_factory=dict)
     cost: Decimal = ZERO
     requests: int = 0
     estimated: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(**self.tokens, units=self.units)
 
 
 def group_key(row: Mapping[str, Any], default_project: str | None = None) -> GroupKey:
@@ -94,11 +99,6 @@ def group_key(row: Mapping[str, Any], default_project: str | None = None) -> Gro
     )
 
 
-def row_usage(row: Mapping[str, Any]) -> Usage:
-    units = {k: Decimal(str(v)) for k, v in (row.get("units") or {}).items()}
-    return Usage(**{name: int(row.get(name) or 0) for name in TOKEN_FIELDS}, units=units)
-
-
 def add_row(
     groups: dict[GroupKey, Group], row: Mapping[str, Any], default_project: str | None = None
 ) -> None:
@@ -107,7 +107,13 @@ def add_row(
     group = groups.get(key)
     if group is None:
         group = groups[key] = Group()
-    group.usage = group.usage + row_usage(row)
+    tokens = group.tokens
+    for name in TOKEN_FIELDS:
+        tokens[name] += int(row.get(name) or 0)
+    units = row.get("units")
+    if units:
+        for unit, count in units.items():
+            group.units[unit] = group.units.get(unit, ZERO) + Decimal(str(count))
     cost = row.get("cost_usd")
     if cost is not None:
         group.cost += cost
@@ -165,18 +171,19 @@ def _components(
 
 def charges(key: GroupKey, group: Group, book: PriceBook, list_book: PriceBook) -> list[Charge]:
     at = datetime.combine(key.day, time(12), tzinfo=UTC)
-    contracted = _components(book, group.usage, key, at) if key.priced else None
-    listed = _components(list_book, group.usage, key, at) if key.priced else None
+    usage = group.usage
+    contracted = _components(book, usage, key, at) if key.priced else None
+    listed = _components(list_book, usage, key, at) if key.priced else None
     if contracted is None:
         # Unpriced (or no longer priceable): quantities per token kind / unit, no prices.
         out = [
             Charge(kind, Decimal(qty), Decimal(1), None, None, ZERO)
-            for kind, qty in zip(TOKEN_DIMENSIONS, token_buckets(group.usage), strict=True)
+            for kind, qty in zip(TOKEN_DIMENSIONS, token_buckets(usage), strict=True)
             if qty
         ]
         out.extend(
             Charge(unit, count, Decimal(1), None, None, ZERO)
-            for unit, count in sorted(group.usage.units.items())
+            for unit, count in sorted(usage.units.items())
             if count and not unit.startswith("cached_")
         )
         return out or [Charge("requests", Decimal(group.requests), Decimal(1), None, None, ZERO)]
