@@ -234,3 +234,26 @@ async def test_the_request_goes_through_the_egress_proxy(api: FakeAdminApi) -> N
     finally:
         await runner.cleanup()
     assert seen and seen[0].startswith("http://api.openai.invalid/v1/organization/costs?")
+
+
+@pytest.mark.parametrize("page_size", [1, 3, 31])
+async def test_any_page_size_gives_the_same_results(
+    api: FakeAdminApi, client: tuple[AdminClient, Sleeps], page_size: int
+) -> None:
+    admin, _ = client
+    api.page_size = page_size
+    for day in range(10):
+        for project in ("a", "b"):
+            api.calls.append(
+                Billed(
+                    at=datetime(2026, 11, 3, tzinfo=UTC) + timedelta(days=day, hours=1),
+                    project_id=project,
+                    model="m",
+                    cost=Decimal("0.1"),
+                    counts={"input_tokens": day},
+                )
+            )
+    usage = await admin.usage("completions", START, END)
+    costs = await admin.costs(START, END)
+    assert len(usage) == 20 and sum(r.counts["input_tokens"] for r in usage) == 2 * sum(range(10))
+    assert sum(c.amount for c in costs) == Decimal("2.0")
