@@ -313,6 +313,19 @@ def spend() -> Board:
         options={**STAT, "orientation": "horizontal", "displayMode": "lcd", "minVizHeight": 10},
         description="Spent / limit per team and budget period.",
     )
+    # Does it match the bill? (issue 13: set by the server's reconcile.interval runs)
+    b.panel(
+        "bargauge",
+        "Captured vs OpenAI's bill (per project)",
+        [prom("openai_meter_reconcile_captured_ratio", "{{project}}", instant=True)],
+        w=24,
+        h=6,
+        unit="percentunit",
+        options={**STAT, "orientation": "horizontal", "displayMode": "lcd", "minVizHeight": 10},
+        description="Ledger cost / OpenAI's billed USD (Admin API Costs) per project over the "
+        "latest reconciliation's days; below 98% means spend went around the proxy or unpriced "
+        "(openai-meter reconcile names the causes).",
+    )
     return b
 
 

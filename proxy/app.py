@@ -27,11 +27,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
+from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,12 +38,15 @@ from pricing.book import PriceBook
 from proxy.admin.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
 from proxy.admin.admin_auth import admin_auth_middleware
 from proxy.admin.prices_api import PRICEBOOK_KEY, prices_handler
+from proxy.admin.reconcile.run import ReconcileConfigError, admin_key
+from proxy.admin.reconcile.service import Reconciler, interval_seconds, reconcile_handler
 from proxy.http.exchange import MeteringHooks
 from proxy.http.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.http.health import Readiness, healthz, readyz_handler
-from proxy.observe.metrics import Metrics, MetricsStage
+from proxy.http.upstream_session import open_upstream_session
+from proxy.observe.metrics import Metrics, MetricsStage, ReconcileMetrics
 from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
-from proxy.settings import Settings, UpstreamSettings
+from proxy.settings import Settings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
 from proxy.teams.notify import BudgetNotifier, NotifyConfigError, Webhook, webhooks_from_settings
@@ -68,14 +70,6 @@ UPSTREAM_SESSION_KEY = web.AppKey("upstream_session", ClientSession)
 SERVER_KWARGS: dict[str, object] = {"handler_cancellation": True, "access_log": None}
 
 
-def _ssl_context(upstream: UpstreamSettings) -> ssl.SSLContext | bool:
-    if not upstream.verify_tls:
-        return False
-    if upstream.ca_bundle:
-        return ssl.create_default_context(cafile=upstream.ca_bundle)
-    return True
-
-
 def upstream_session_ctx(
     settings: Settings, forwarder: Forwarder, readiness: Readiness
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
@@ -83,21 +77,7 @@ def upstream_session_ctx(
 
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        connector = TCPConnector(
-            limit=settings.upstream.max_connections,
-            ssl=_ssl_context(settings.upstream),
-            ttl_dns_cache=300,
-            enable_cleanup_closed=False,
-        )
-        session = ClientSession(
-            connector=connector,
-            cookie_jar=DummyCookieJar(),  # never share one client's upstream cookies with another
-            auto_decompress=True,
-            # Egress proxy env vars are resolved once (Forwarder.egress_proxy), not per request.
-            trust_env=False,
-            skip_auto_headers=("User-Agent",),
-            timeout=forwarder.timeout,
-        )
+        session = open_upstream_session(settings.upstream, forwarder.timeout)
         app[UPSTREAM_SESSION_KEY] = session
         forwarder.session = session
         readiness.add("upstream_session", lambda: not session.closed)
@@ -174,8 +154,13 @@ def ledger_config(settings: Settings) -> LedgerConfig:
     )
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
-    """The whole product for ``settings``; raises :class:`StartupError` on bad configuration."""
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, environ: Mapping[str, str] | None = None
+) -> web.Application:
+    """The whole product for ``settings``; raises :class:`StartupError` on bad configuration.
+
+    ``environ`` (default ``os.environ``) is where the admin key for ``reconcile.interval`` is read.
+    """
     try:
         book = PriceBook.load(
             overrides=settings.pricing.overrides,
@@ -212,10 +197,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
         )
     app.router.add_get("/meter/spend", spend_handler)
     app.router.add_get("/meter/records", records_handler)
+    app.router.add_get("/meter/reconcile", reconcile_handler)
     if clock is not None:
         app[ADMIN_CLOCK_KEY] = clock
     # Registered after the upstream session: torn down before it, once in-flight calls finished.
     app.cleanup_ctx.append(_metering_ctx(settings, book, metrics, registry, teams, clock, webhooks))
+    if settings.reconcile.interval:
+        try:
+            key = admin_key(settings.reconcile, os.environ if environ is None else environ)
+        except ReconcileConfigError as exc:
+            raise StartupError(f"reconcile.interval is set but {exc}") from exc
+        app.cleanup_ctx.append(_reconcile_ctx(settings, key, ReconcileMetrics(registry), clock))
     return app
 
 
@@ -237,6 +229,40 @@ def _notifier(
         actions={t: s.budget.action for t, s in settings.teams.items() if s.budget is not None},
         registry=registry,
     )
+
+
+RECONCILER_KEY = web.AppKey("reconciler", Reconciler)
+
+
+def _reconcile_ctx(
+    settings: Settings, key: str, metrics: ReconcileMetrics, clock: Clock | None
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    """The scheduled reconciliation (after the ledger opened; stopped before it closes)."""
+
+    @asynccontextmanager
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        forwarder = app[FORWARDER_KEY]
+        reconciler = Reconciler(
+            settings=settings.reconcile,
+            admin_key=key,
+            upstream_url=settings.upstream.url,
+            session=lambda: forwarder.session,
+            proxy=forwarder.egress_proxy,
+            engine=app[ADMIN_ENGINE_KEY],
+            metrics=metrics,
+            clock=clock,
+        )
+        app[RECONCILER_KEY] = reconciler
+        interval = interval_seconds(settings.reconcile.interval or "")
+        task = asyncio.create_task(reconciler.run(interval), name="reconcile")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    return ctx
 
 
 def _metering_ctx(

@@ -127,6 +127,21 @@ class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
 
 
+class ReconcileSettings(_Section):
+    """``openai-meter reconcile`` and the server's scheduled comparison with OpenAI's Admin API."""
+
+    # How often the server re-reads the last ``restate_days`` days ("6h", "30m", "1d"); null = off.
+    interval: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,5}[smhd]$")
+    # OpenAI restates usage and costs buckets for a few days: differences there are "restating".
+    restate_days: int = Field(default=3, ge=0, le=31)
+    # The environment variable holding the admin key (sk-admin-...); never put the key in a file.
+    admin_key_env: str = Field(default="OPENAI_ADMIN_KEY", min_length=1)
+    # Beyond this difference in cost (percent of OpenAI's billed USD) the comparison fails.
+    tolerance_percent: Decimal = Field(default=Decimal("1"), ge=0, le=100)
+    # The project OpenAI bills calls sent without an OpenAI-Project header to (the key's project).
+    default_project: str | None = None
+
+
 class Settings(_Section):
     listen: ListenSettings = ListenSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -141,3 +156,4 @@ class Settings(_Section):
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
     server: ServerSettings = ServerSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()

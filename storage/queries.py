@@ -194,6 +194,11 @@ def _raw_query(
     return stmt.group_by(*keys) if keys else stmt
 
 
+def utc_day_text(dialect: str, length: int = 10) -> ColumnElement[Any]:
+    """``started_at`` as UTC ``YYYY-MM-DD`` (length 10) or ``YYYY-MM`` (7) text, per backend."""
+    return _day_text(dialect, length)
+
+
 def _day_text(dialect: str, length: int) -> ColumnElement[Any]:
     if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
         return func.substr(usage_records.c.started_at, 1, length)

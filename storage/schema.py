@@ -145,3 +145,21 @@ budget_notifications = Table(
     Column("warn_at_percent", String(64), nullable=True),
     PrimaryKeyConstraint("team", "period", "period_start", "event", name="pk_budget_notifications"),
 )
+
+# Reconciliation runs (issue 13, revision 0006_reconciliation): one row per comparison of the ledger
+# with OpenAI's Admin API; ``result`` is the whole report as JSON (money as decimal strings).
+reconciliation = Table(
+    "reconciliation",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("run_at", UtcDateTime(), nullable=False),
+    Column("since", Date, nullable=False),
+    Column("until", Date, nullable=False),
+    Column("billed_usd", Money(), nullable=False),
+    Column("ledger_usd", Money(), nullable=False),
+    # A ratio, not money: the Money type only for its exact decimal storage on both backends.
+    Column("captured_ratio", Money(), nullable=True),
+    Column("ok", Boolean, nullable=False),
+    Column("result", JSON, nullable=False),
+    Index("ix_reconciliation_run_at", "run_at"),
+)

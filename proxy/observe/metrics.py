@@ -759,6 +759,39 @@ def call_overhead_s(exchange: Exchange) -> float | None:
     return overhead
 
 
+class ReconcileMetrics:
+    """``openai_meter_reconcile_captured_ratio{project}`` and ``..._reconcile_billed_usd{project}``:
+    per OpenAI project, over the days the latest reconciliation read (ledger cost / OpenAI's billed
+    USD, and the billed USD). Set by the server's reconciliation (``reconcile.interval``), from the
+    event loop; ``project`` is bounded (:data:`MAX_RECONCILE_PROJECTS`, then ``other``).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._ratio = prometheus_metrics.Gauge(
+            f"{PREFIX}_reconcile_captured_ratio",
+            "Ledger cost / OpenAI's billed USD per project over the latest reconciliation's days "
+            "(1 = everything OpenAI billed went through the proxy and was priced).",
+            ("project",),
+            registry=registry,
+        )
+        self._billed = prometheus_metrics.Gauge(
+            f"{PREFIX}_reconcile_billed_usd",
+            "OpenAI's billed USD (Costs API) per project over the latest reconciliation's days.",
+            ("project",),
+            registry=registry,
+        )
+        self._projects = _CappedValues(MAX_RECONCILE_PROJECTS)
+
+    def set(self, project: str | None, billed: Decimal, captured: Decimal | None) -> None:
+        label = self._projects(project if project is not None else "-")
+        self._billed.labels(label).set(float(billed))
+        if captured is not None:
+            self._ratio.labels(label).set(float(captured))
+
+
+MAX_RECONCILE_PROJECTS: Final = 200
+
+
 __all__ = [
     "DURATION_BUCKETS",
     "OVERHEAD_BUCKETS",
@@ -767,6 +800,7 @@ __all__ = [
     "LabelBounds",
     "Metrics",
     "MetricsStage",
+    "ReconcileMetrics",
     "call_overhead_s",
     "status_class",
 ]

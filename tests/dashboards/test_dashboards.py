@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from proxy.observe.metrics import Metrics
+from proxy.observe.metrics import Metrics, ReconcileMetrics
 from tests.proxy.observe.test_metrics import record
 from tests.support.dashboards import (
     ALERTS_FILE,
@@ -111,6 +111,7 @@ def test_every_metric_a_dashboard_or_alert_uses_is_exported() -> None:
     metrics.submit(record(model="mystery", cost_usd=None, usage_source="estimated"))
     metrics.observe_overhead(0.0002)
     metrics.set_budget("search", "daily", Decimal("1"), Decimal("10"))
+    ReconcileMetrics(registry).set("proj_main", Decimal("2.5"), Decimal("0.99"))
     metrics.observe_ratelimit_headers(
         {"x-ratelimit-limit-requests": "500", "x-ratelimit-remaining-requests": "499"},
         model="gpt-4o-mini",

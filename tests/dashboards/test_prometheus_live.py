@@ -14,6 +14,7 @@ import math
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.book import PriceBook
 from proxy.app import build_app
-from proxy.observe.metrics import Metrics, MetricsStage
+from proxy.observe.metrics import Metrics, MetricsStage, ReconcileMetrics
 from proxy.observe.metrics_api import REGISTRY_KEY, metrics_handler
 from proxy.teams.attribution import AttributionStage, TeamDirectory, key_fingerprint
 from proxy.teams.budgets import BudgetStage, BudgetTracker, limits_from_settings
@@ -122,6 +123,8 @@ async def stack(pg: PostgresDatabases, tmp_path: Path) -> AsyncIterator[Stack]:
         on_gauge=metrics.set_budget,
     )
     await tracker.refresh()
+    # What the server's reconciliation (reconcile.interval) publishes after a run.
+    ReconcileMetrics(registry).set("proj_live", Decimal("1.25"), Decimal("0.97"))
     meter = UsageMeter(
         pricer=book,
         sinks=[writer, metrics],

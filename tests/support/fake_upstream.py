@@ -45,7 +45,7 @@ import hashlib
 import itertools
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,6 +147,9 @@ class FakeUpstream:
         self.stream_cancelled = asyncio.Event()
         self.first_body_bytes = asyncio.Event()  # set when a streamed upload's first bytes arrive
         self._failures: list[_Failure] = []
+        # More routes on the same origin (e.g. tests.support.fake_admin_api.FakeAdminApi.add_routes),
+        # added before the catch-all when the server starts.
+        self.extra_routes: list[Callable[[web.UrlDispatcher], None]] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -173,6 +176,8 @@ class FakeUpstream:
         r.add_get("/v1/models", self._models)
         r.add_get("/v1/realtime", self._realtime)
         r.add_route("*", "/v1/echo/{tail:.*}", self._echo)
+        for add_routes in self.extra_routes:
+            add_routes(r)
         r.add_route("*", "/{tail:.*}", self._catch_all)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         self.port = await serve_on_loopback(self._runner)
