@@ -41,6 +41,7 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout http-request 10s
+    timeout check 5s
     retries 3
     option redispatch
 frontend meter
@@ -54,7 +55,7 @@ backend replicas
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 300ms fall 2 rise 1
+    default-server inter 500ms fall 3 rise 1
 {servers}
 """
 
