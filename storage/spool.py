@@ -57,6 +57,10 @@ class Segment:
                     with corrupt.open("ab") as out:
                         out.write(line if line.endswith(b"\n") else line + b"\n")
 
+    def count(self) -> int:
+        """Non-empty lines (records, including unreadable ones)."""
+        return _count_lines(self.path)
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 

@@ -407,6 +407,7 @@ class LedgerWriter:
         """Replay sealed spool segments oldest first; True when the spool is empty again."""
         self._spool.seal()
         for segment in self._spool.sealed_segments():
+            lines = segment.count()
             records = segment.records()
             done = 0
             while chunk := list(islice(records, self._batch_size)):
@@ -423,6 +424,7 @@ class LedgerWriter:
                     return False
                 done += len(chunk)
                 self._spool.acknowledge(len(chunk))
+            self._spool.acknowledge(lines - done)  # unreadable lines: kept in *.corrupt instead
             segment.remove()
         if self._degraded:
             log.info("ledger: spool replayed; database writes resumed")
