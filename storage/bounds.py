@@ -193,9 +193,7 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
         changes["status_code"] = None
     for name in _FLOATS:
         value = getattr(record, name)
-        if value is not None and not (
-            value.__class__ in (float, int) and math.isfinite(value)
-        ):
+        if value is not None and not (value.__class__ in (float, int) and math.isfinite(value)):
             changes[name] = None
     if record.stream is not True and record.stream is not False:
         changes["stream"] = record.stream is True

@@ -47,7 +47,9 @@ def leftover_segments(directory: Path) -> list[Path]:
 
 
 class Journal:
-    def __init__(self, directory: Path | str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: Path | str, *, segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    ) -> None:
         self.directory = Path(directory)
         self._segment_bytes = segment_bytes
         existing = leftover_segments(self.directory)  # normally none: adopted by the spool first

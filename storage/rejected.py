@@ -59,13 +59,19 @@ class RejectedEntry:
         team = getattr(record, "team", None)
         cost = getattr(record, "cost_usd", None)
         return cls(
-            record_id=rid if isinstance(rid, str) and 0 < len(rid) <= 64 and clean_text(rid) == rid else None,
+            record_id=rid
+            if isinstance(rid, str) and 0 < len(rid) <= 64 and clean_text(rid) == rid
+            else None,
             row=row_json(record),
             error=bound_text(error, REJECTED_ERROR_WIDTH),
             first_seen_at=now or datetime.now(UTC),
-            started_at=started if isinstance(started, datetime) and started.utcoffset() is not None else None,
+            started_at=started
+            if isinstance(started, datetime) and started.utcoffset() is not None
+            else None,
             team=bound_text(team, 128) if isinstance(team, str) else None,
-            cost_usd=cost if isinstance(cost, Decimal) and cost.is_finite() and abs(cost) <= MONEY_MAX else None,
+            cost_usd=cost
+            if isinstance(cost, Decimal) and cost.is_finite() and abs(cost) <= MONEY_MAX
+            else None,
         )
 
     def to_line(self) -> bytes:
@@ -148,8 +154,16 @@ class DeadLetters:
         try:
             line = RejectedEntry.of(record, error).to_line()
         except Exception as exc:  # pragma: no cover - RejectedEntry.of is total; belt and braces
-            line = json.dumps({"row": "{}", "error": f"unencodable record: {exc!r}"[:500],
-                               "first_seen_at": datetime.now(UTC).isoformat()}).encode() + b"\n"
+            line = (
+                json.dumps(
+                    {
+                        "row": "{}",
+                        "error": f"unencodable record: {exc!r}"[:500],
+                        "first_seen_at": datetime.now(UTC).isoformat(),
+                    }
+                ).encode()
+                + b"\n"
+            )
         self._pending += 1
         self._memory.append(line)
         self._write_memory()
@@ -166,7 +180,9 @@ class DeadLetters:
             self._memory.clear()
             self._dirty = True
         except OSError:
-            log.exception("ledger: dead-letter file write failed; %d kept in memory", len(self._memory))
+            log.exception(
+                "ledger: dead-letter file write failed; %d kept in memory", len(self._memory)
+            )
 
     @property
     def needs_sync(self) -> bool:
@@ -196,7 +212,9 @@ class DeadLetters:
         try:
             await insert_entries(engine, entries)
         except Exception as exc:
-            log.warning("ledger: dead-letter table unavailable (%r); kept in %s", exc, self._flushing)
+            log.warning(
+                "ledger: dead-letter table unavailable (%r); kept in %s", exc, self._flushing
+            )
             return False
         self._flushing.unlink(missing_ok=True)
         self._pending = max(0, self._pending - len(entries))
@@ -242,7 +260,9 @@ def _read(path: Path) -> Iterator[RejectedEntry]:
             try:
                 yield RejectedEntry.from_line(line)
             except Exception:
-                log.error("dead-letter file %s line %d unreadable (torn write?); skipped", path, number)
+                log.error(
+                    "dead-letter file %s line %d unreadable (torn write?); skipped", path, number
+                )
 
 
 # ---------------------------------------------------------------- the command's side
@@ -264,8 +284,17 @@ class RejectedRow:
 async def list_rejected(engine: AsyncEngine, *, limit: int = 100) -> list[RejectedRow]:
     c = ledger_rejected.c
     stmt = (
-        select(c.id, c.record_id, c.error, c.first_seen_at, c.retried_at, c.retries,
-               c.started_at, c.team, c.cost_usd)
+        select(
+            c.id,
+            c.record_id,
+            c.error,
+            c.first_seen_at,
+            c.retried_at,
+            c.retries,
+            c.started_at,
+            c.team,
+            c.cost_usd,
+        )
         .order_by(c.id.desc())
         .limit(limit)
     )

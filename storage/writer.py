@@ -447,7 +447,9 @@ class LedgerWriter:
         while True:
             await asyncio.sleep(self._fsync_interval)
             # Skip the thread hop when nothing was written (it cost ~4% of the server's CPU).
-            journal = self._journal if self._journal is not None and self._journal.needs_sync else None
+            journal = (
+                self._journal if self._journal is not None and self._journal.needs_sync else None
+            )
             if not self._spool.needs_sync and journal is None and not self._dead.needs_sync:
                 continue
             try:

@@ -88,8 +88,15 @@ def test_the_largest_sane_token_count_is_stored() -> None:
 
 @pytest.mark.parametrize(
     "cost",
-    [MONEY_MAX + Decimal("0.0000000001"), -MONEY_MAX * 2, Decimal("1e30"), Decimal("NaN"),
-     Decimal("Infinity"), Decimal("1e999999"), 1.5],
+    [
+        MONEY_MAX + Decimal("0.0000000001"),
+        -MONEY_MAX * 2,
+        Decimal("1e30"),
+        Decimal("NaN"),
+        Decimal("Infinity"),
+        Decimal("1e999999"),
+        1.5,
+    ],
 )
 def test_a_cost_the_column_cannot_hold_makes_the_call_unpriced_with_a_reason(cost: Any) -> None:
     bounded = _bounded(make_record(1, cost_usd=cost))
@@ -174,7 +181,9 @@ def any_record(draw: st.DrawFn, n: int = 0) -> UsageRecord:
     if draw(st.booleans()):
         values["cost_usd"] = draw(_ANY_MONEY)
     if draw(st.booleans()):
-        values["tags"] = draw(st.dictionaries(st.text(max_size=80), st.text(max_size=300), max_size=70))
+        values["tags"] = draw(
+            st.dictionaries(st.text(max_size=80), st.text(max_size=300), max_size=70)
+        )
     if draw(st.booleans()):
         values["units"] = draw(st.dictionaries(st.text(max_size=10), _ANY_MONEY, max_size=3))
     if draw(st.booleans()):

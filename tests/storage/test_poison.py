@@ -124,7 +124,9 @@ async def test_one_refused_row_in_the_middle_the_others_land_and_it_is_dead_lett
     assert await rollup_requests(engine) == 10
 
 
-async def test_a_retry_still_refused_stays_with_its_count(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_a_retry_still_refused_stays_with_its_count(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
     await refuse_poison(engine)
     writer = LedgerWriter(engine, Spool(tmp_path), batch_size=3)
     await writer.start()
@@ -229,7 +231,9 @@ async def test_refusals_with_the_database_down_wait_in_the_file_beside_the_spool
         await engine.dispose()
 
 
-async def test_stall_is_not_ready_but_a_plain_outage_is(engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_stall_is_not_ready_but_a_plain_outage_is(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
     class DownDatabase:
         async def __call__(self, batch: Sequence[UsageRecord]) -> int:
             raise ConnectionError("database unreachable")
