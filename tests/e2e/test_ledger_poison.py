@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import func, select
 
 from proxy.app import LEDGER_KEY, REGISTRY_KEY
-from proxy.logs import ACCESS_LOGGER, JsonFormatter
+from proxy.http.access_log import ACCESS_LOGGER
+from proxy.observe.logs import JsonFormatter
 from storage.engine import create_engine
 from storage.schema import ledger_rejected, usage_records
 from tests.support.fake_upstream import FakeUpstream
@@ -180,3 +181,33 @@ async def test_each_poison_then_100_normal_calls_all_land(
     assert len(lines) == total
     assert any(line["path"].startswith("/v1/\ufffd") for line in lines)  # the %ff call's line
     assert not list((tmp_path / "spool").glob("ledger-*.jsonl"))
+
+
+async def test_readyz_names_the_ledger_when_records_are_stuck_in_memory(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Database down *and* the spool refusing: records cannot leave memory -> not ready."""
+    product = Product(
+        fake_upstream.url, tmp_path, ledger={"stall_timeout_s": 0.2, "flush_interval_ms": 5}
+    )
+    async with product, aiohttp.ClientSession() as http:
+        writer = product.app[LEDGER_KEY].writer
+
+        async def database_down(batch: object) -> bool:
+            return False
+
+        def disk_full(records: object) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(writer, "_store", database_down)
+        monkeypatch.setattr(writer._spool, "append", disk_full)
+        assert await _post(http, product.url, NORMAL) == 200  # the client is served regardless
+        await asyncio.sleep(0.4)
+        async with http.get(product.url + "/readyz") as response:
+            body = await response.json()
+        assert response.status == 503 and body["checks"]["ledger"] is False, body
+        monkeypatch.undo()  # the disk and the database are back: the record lands, ready again
+        await asyncio.wait_for(writer.flush(), 10)
+        async with http.get(product.url + "/readyz") as response:
+            assert response.status == 200
+    assert len(await product.rows()) == 1

@@ -168,4 +168,8 @@ async def test_ready_means_metering_is_installed(
         http.get(product.url + "/readyz") as r,
     ):
         assert r.status == 200
-        assert (await r.json())["checks"] == {"upstream_session": True, "metering": True}
+        assert (await r.json())["checks"] == {
+            "upstream_session": True,
+            "metering": True,
+            "ledger": True,
+        }
