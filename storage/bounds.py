@@ -142,14 +142,14 @@ def _text_ok(value: object, width: int | None, nullable: bool) -> bool:
         return nullable
     return (
         value.__class__ is str
-        and (width is None or len(value) <= width)  # type: ignore[arg-type]
-        and value.isascii()  # type: ignore[attr-defined]
-        and "\x00" not in value  # type: ignore[operator]
+        and (width is None or len(value) <= width)
+        and value.isascii()
+        and "\x00" not in value
     )
 
 
 def _token_ok(value: object) -> bool:
-    return value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_CALL  # type: ignore[operator]
+    return value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_CALL
 
 
 def bound_record(record: UsageRecord) -> UsageRecord | Refused:

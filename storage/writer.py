@@ -163,9 +163,9 @@ class LedgerWriter:
             if isinstance(bounded, Refused):
                 self._reject(bounded.record, bounded.reason)
                 return
-            if self._stopping or len(self._queue) >= self._queue_size:
-                if self._spool_records((bounded,)):
-                    return
+            overflow = self._stopping or len(self._queue) >= self._queue_size
+            if overflow and self._spool_records((bounded,)):
+                return
             self._enqueue(bounded)
         except Exception:  # never into the request path; keep the record instead
             log.exception("ledger submit failed; record kept in memory")
@@ -215,7 +215,7 @@ class LedgerWriter:
         self._batch_full.set()
         try:
             await self._stop_consumer()
-        except BaseException:  # noqa: BLE001 - SIGTERM must end cleanly; say why, keep the records
+        except BaseException:
             log.exception("ledger: error while draining; spooling what is left")
         for task in self._tasks[1:]:
             task.cancel()
@@ -303,9 +303,9 @@ class LedgerWriter:
                 if self._stopping:
                     return True
                 await asyncio.sleep(self._retry_delay)
-        if self._dead.pending and not self._degraded and time.monotonic() >= self._dead_retry:
-            if not await self._dead.flush(self._engine):
-                self._dead_retry = time.monotonic() + self._retry_max
+        dead_due = self._dead.pending and time.monotonic() >= self._dead_retry
+        if dead_due and not self._degraded and not await self._dead.flush(self._engine):
+            self._dead_retry = time.monotonic() + self._retry_max
         if self._spool.pending and self._replay_due():
             replayed = await self._replay()
             if not replayed and self._stopping:

@@ -74,7 +74,7 @@ async def test_a_crashed_writers_journal_is_replayed_on_start(
         ids = sorted((await conn.execute(select(usage_records.c.id))).scalars())
     assert ids == [make_record(n).id for n in range(35)]
     assert not [p for p in leftover_segments(tmp_path) if p.stat().st_size]
-    assert not list(tmp_path.glob("ledger-*.jsonl"))
+    assert not Spool(tmp_path).sealed_segments()
 
 
 async def test_journal_is_empty_while_idle_and_gone_after_a_clean_stop(

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.bounds import clean_text
 from storage.engine import create_engine
 from storage.ledger import write_batch
 from storage.migrate import upgrade
@@ -31,28 +32,7 @@ from storage.spool import Spool
 from storage.writer import LedgerWriter
 from tests.storage.test_bounds import any_record
 from tests.support.ledger_records import make_record
-
-
-async def refuse_poison(engine: AsyncEngine) -> None:
-    """A database-side refusal on each backend: inserting model='poison' raises."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            await conn.exec_driver_sql(
-                "CREATE TRIGGER refuse_poison BEFORE INSERT ON usage_records "
-                "WHEN NEW.model = 'poison' BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
-            )
-        else:
-            await conn.exec_driver_sql(
-                "ALTER TABLE usage_records ADD CONSTRAINT refuse_poison CHECK (model <> 'poison')"
-            )
-
-
-async def accept_poison(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        if conn.dialect.name == "sqlite":
-            await conn.exec_driver_sql("DROP TRIGGER refuse_poison")
-        else:
-            await conn.exec_driver_sql("ALTER TABLE usage_records DROP CONSTRAINT refuse_poison")
+from tests.support.refusing_db import accept_poison, refuse_poison
 
 
 async def ledger_ids(engine: AsyncEngine) -> list[str]:
@@ -290,8 +270,9 @@ def test_any_records_end_in_exactly_one_of_ledger_or_dead_letter(
 
 async def _exactly_once(database_url: str, spool_dir: Path, records: list[UsageRecord]) -> None:
     # Unique, valid ids per example unless the example deliberately broke the id.
-    for record in records:
-        if isinstance(record.id, str) and record.id.startswith("rec-"):
+    for record in records:  # only ids the ledger cannot take are left as drawn
+        rid = record.id
+        if isinstance(rid, str) and 0 < len(rid) <= 64 and clean_text(rid) == rid:
             record.id = f"h-{next(_ids)}"
     engine = create_engine(database_url)
     try:
