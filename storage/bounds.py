@@ -37,6 +37,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -64,12 +65,14 @@ def _width(name: str) -> int | None:
     return column_type.length if isinstance(column_type, String) else None
 
 
-# (column, width or None, nullable) for every text column, from the schema.
-_TEXT: Final[tuple[tuple[str, int | None, bool], ...]] = tuple(
-    (str(c.name), _width(str(c.name)), bool(c.nullable))
+_NO_WIDTH: Final = 2**62  # Text columns: no width (compared like one, never reached)
+# (column, width, nullable) for every text column, from the schema.
+_TEXT: Final[tuple[tuple[str, int, bool], ...]] = tuple(
+    (str(c.name), _width(str(c.name)) or _NO_WIDTH, bool(c.nullable))
     for c in usage_records.columns
     if isinstance(c.type, String) and c.name != "id"
 )
+_text_values: Final = attrgetter(*(name for name, _, _ in _TEXT))
 _ID_WIDTH: Final = _width("id") or 64
 _TOKENS: Final[tuple[str, ...]] = tuple(
     str(c.name) for c in usage_records.columns if isinstance(c.type, BigInteger)
@@ -81,6 +84,7 @@ _TIMES: Final[tuple[str, ...]] = tuple(
     str(c.name) for c in usage_records.columns if isinstance(c.type, UtcDateTime)
 )
 assert _TOKENS == TOKEN_COLUMNS
+_token_values: Final = attrgetter(*_TOKENS)
 assert isinstance(usage_records.c.status_code.type, Integer)
 assert isinstance(usage_records.c.stream.type, Boolean)
 assert isinstance(usage_records.c.cost_usd.type, Money)
@@ -148,8 +152,19 @@ def _text_ok(value: object, width: int | None, nullable: bool) -> bool:
     )
 
 
-def _token_ok(value: object) -> bool:
-    return value.__class__ is int and 0 <= value <= MAX_TOKENS_PER_CALL
+def _map_ok(values: object, value_width: int | None) -> bool:
+    """A dict of short clean ASCII keys and (when ``value_width``) values: nothing to do."""
+    if values.__class__ is not dict or len(values) > JSON_MAX_ENTRIES:  # type: ignore[arg-type]
+        return False
+    for key, value in values.items():  # type: ignore[attr-defined]
+        if not _text_ok(key, JSON_KEY_WIDTH, False):
+            return False
+        if value_width is None:
+            if value.__class__ is not Decimal or not value.is_finite():
+                return False
+        elif not _text_ok(value, value_width, False):
+            return False
+    return True
 
 
 def bound_record(record: UsageRecord) -> UsageRecord | Refused:
@@ -172,18 +187,20 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
         moment = getattr(record, name)
         if not isinstance(moment, datetime) or moment.utcoffset() is None:
             problems.append(f"{name} is not an aware datetime: {_short(moment)}")
-    for name, width, nullable in _TEXT:
-        value = getattr(record, name)
-        if not _text_ok(value, width, nullable):
-            if value is None:
-                changes[name] = ""
-            else:
-                bounded = bound_text(value, width)
-                if bounded != value:
-                    changes[name] = bounded
-    for name in _TOKENS:
-        tokens = getattr(record, name)
-        if not _token_ok(tokens):
+    for (name, width, nullable), value in zip(_TEXT, _text_values(record), strict=True):
+        if value.__class__ is str:
+            if len(value) <= width and value.isascii() and "\x00" not in value:
+                continue  # the usual case, inlined (this loop runs for every call)
+        elif value is None and nullable:
+            continue
+        if value is None:
+            changes[name] = ""
+        else:
+            bounded = bound_text(value, width if width < _NO_WIDTH else None)
+            if bounded != value:
+                changes[name] = bounded
+    for name, tokens in zip(_TOKENS, _token_values(record), strict=True):
+        if tokens.__class__ is not int or not 0 <= tokens <= MAX_TOKENS_PER_CALL:
             problems.append(
                 f"invalid token count {name}={_short(tokens)} (0..{MAX_TOKENS_PER_CALL})"
             )
@@ -199,14 +216,14 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
         changes["stream"] = record.stream is True
 
     tags = record.tags
-    if tags:
+    if tags and not _map_ok(tags, JSON_VALUE_WIDTH):
         bounded_tags = _bound_map(tags, lambda v: bound_text(v, JSON_VALUE_WIDTH))
         if bounded_tags != tags or not isinstance(tags, dict):
             changes["tags"] = bounded_tags
-    elif not isinstance(tags, dict):
+    elif not tags and not isinstance(tags, dict):
         changes["tags"] = {}
     units = record.units
-    if units:
+    if units and not _map_ok(units, None):
         bounded_units = _bound_map(units, _unit_count)
         invalid = [k for k, v in bounded_units.items() if v is None]
         clean_units = {k: v for k, v in bounded_units.items() if v is not None}
@@ -214,7 +231,7 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
             unpriced.append("invalid_units: " + ",".join(invalid))
         if invalid or clean_units != units or not isinstance(units, dict):
             changes["units"] = clean_units
-    elif not isinstance(units, dict):
+    elif not units and not isinstance(units, dict):
         changes["units"] = {}
 
     cost = record.cost_usd
