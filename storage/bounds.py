@@ -37,9 +37,9 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from operator import attrgetter
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from operator import attrgetter
 from typing import Any, Final
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String
