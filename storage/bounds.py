@@ -154,9 +154,9 @@ def _text_ok(value: object, width: int | None, nullable: bool) -> bool:
 
 def _map_ok(values: object, value_width: int | None) -> bool:
     """A dict of short clean ASCII keys and (when ``value_width``) values: nothing to do."""
-    if values.__class__ is not dict or len(values) > JSON_MAX_ENTRIES:  # type: ignore[arg-type]
+    if values.__class__ is not dict or len(values) > JSON_MAX_ENTRIES:
         return False
-    for key, value in values.items():  # type: ignore[attr-defined]
+    for key, value in values.items():
         if not _text_ok(key, JSON_KEY_WIDTH, False):
             return False
         if value_width is None:
