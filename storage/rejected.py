@@ -304,11 +304,17 @@ async def list_rejected(engine: AsyncEngine, *, limit: int = 100) -> list[Reject
 
 
 async def rejected_totals(
-    engine: AsyncEngine, since: datetime | None = None, until: datetime | None = None
+    engine: AsyncEngine,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    *,
+    team: str | None = None,
 ) -> tuple[int, Decimal]:
     """How many records are dead-lettered (started in the window) and their cost where known."""
     c = ledger_rejected.c
     stmt = select(func.count(), func.sum(c.cost_usd))
+    if team is not None:
+        stmt = stmt.where(c.team == team)
     if since is not None:
         stmt = stmt.where(c.started_at >= since)
     if until is not None:

@@ -380,7 +380,8 @@ class LedgerWriter:
                 log.warning("ledger write of %d records failed: %r", len(batch), exc)
                 return False
             if len(batch) == 1:
-                self._reject(batch[0], f"refused by the database: {type(exc).__name__}: {exc}")
+                reason = getattr(exc, "orig", None) or exc  # the driver's message, not our SQL
+                self._reject(batch[0], f"refused by the database: {type(exc).__name__}: {reason}")
                 return True
             log.warning("ledger: database refused a batch of %d (%r); splitting", len(batch), exc)
             middle = len(batch) // 2
