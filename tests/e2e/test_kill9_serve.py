@@ -81,6 +81,16 @@ async def test_kill9_under_load_then_restart_every_answered_call_has_its_row(
     restarted = await serve(tmp_path, *args)
     try:
         await wait_healthy(url, restarted, "/readyz")  # ready = the journal and spool replayed
+        # Poisons before SIGTERM: the writer survives them and the exit is still 0.
+        async with aiohttp.ClientSession() as http:
+            poisoned = {**BODY, "user": "u" * 256, "model": "m" * 300}
+            async with http.post(url + "/v1/chat/completions", json=poisoned) as response:
+                assert response.status == 200
+                poison_id = response.headers["x-request-id"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/%ff HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await reader.read()
+        writer.close()
         restarted.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(restarted.communicate(), 60)
         assert restarted.returncode == 0, stderr.decode()
@@ -90,6 +100,7 @@ async def test_kill9_under_load_then_restart_every_answered_call_has_its_row(
             await restarted.wait()
 
     stored = await _request_ids(database_url)
+    assert poison_id in stored
     missing = [(killed_at - at, rid) for at, rid in answered if rid not in stored]
     print(f"kill -9 ({backend}): {len(answered)} answered, missing (s before kill, id): {missing}")
     assert [rid for before_kill, rid in missing if before_kill > RESPONSE_TO_RECORD_S] == []
