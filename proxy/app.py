@@ -172,6 +172,7 @@ def ledger_config(settings: Settings) -> LedgerConfig:
         fsync_interval_ms=settings.ledger.fsync_interval_ms,
         retention_days=settings.ledger.retention_days,
         stall_timeout_s=settings.ledger.stall_timeout_s,
+        journal=settings.ledger.journal,
     )
 
 

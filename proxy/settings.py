@@ -58,6 +58,7 @@ class LedgerSettings(_Section):
     fsync_interval_ms: int = Field(default=100, gt=0)
     retention_days: int | None = Field(default=None, gt=0)
     stall_timeout_s: float = Field(default=30.0, gt=0)
+    journal: bool = True
 
 
 class PricingSettings(_Section):

@@ -181,7 +181,11 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
     unpriced: list[str] = []
 
     rid = record.id
-    if not (rid.__class__ is str and rid and len(rid) <= _ID_WIDTH and clean_text(rid) == rid):
+    if not (
+        rid.__class__ is str
+        and 0 < len(rid) <= _ID_WIDTH
+        and (rid.isascii() and "\x00" not in rid or clean_text(rid) == rid)
+    ):
         problems.append(f"invalid id {_short(rid)}")
     for name in _TIMES:
         moment = getattr(record, name)
@@ -235,7 +239,9 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
         changes["units"] = {}
 
     cost = record.cost_usd
-    if cost is not None:
+    if cost is not None and not (
+        cost.__class__ is Decimal and cost.is_finite() and -MONEY_MAX <= cost <= MONEY_MAX
+    ):
         reason = _cost_problem(cost)
         if reason is not None:
             unpriced.append(reason)
@@ -287,7 +293,7 @@ def _cost_problem(cost: object) -> str | None:
             return f"cost_out_of_range: {_short(cost)} USD"
     except InvalidOperation:  # quantize beyond the context's precision: astronomically large
         return f"cost_out_of_range: {_short(cost)} USD"
-    return None
+    return None  # a Decimal subclass, or within half a quantum of the bound: stored as is
 
 
 # ---------------------------------------------------------------- the dead-letter row

@@ -48,6 +48,7 @@ class LedgerConfig:
     retention_days: int | None = None
     retention_check_s: float = 3600.0
     stall_timeout_s: float = 30.0
+    journal: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ async def open_ledger(
             queue_size=config.queue_size,
             fsync_interval_ms=config.fsync_interval_ms,
             registry=registry,
+            journal=config.journal,
         )
         await writer.start()
         retention = None
