@@ -184,7 +184,7 @@ def _bound(record: UsageRecord) -> UsageRecord | Refused:
     if not (
         rid.__class__ is str
         and 0 < len(rid) <= _ID_WIDTH
-        and (rid.isascii() and "\x00" not in rid or clean_text(rid) == rid)
+        and ((rid.isascii() and "\x00" not in rid) or clean_text(rid) == rid)
     ):
         problems.append(f"invalid id {_short(rid)}")
     for name in _TIMES:
