@@ -1,5 +1,6 @@
 """Ledger benchmarks: write throughput (records/s through LedgerWriter) on SQLite and PostgreSQL,
-and a month's per-team spend report over a bulk-loaded PostgreSQL ledger.
+the request-path cost of ``submit`` (bounding + journal append, µs per call), and a month's
+per-team spend report over a bulk-loaded PostgreSQL ledger.
 
     python -m bench.ledger_bench                       # throughput, 50k records per backend
     python -m bench.ledger_bench --runs 3              # each run's figures, then min / median
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from storage.bounds import bound_record
 from storage.engine import create_engine
 from storage.migrate import upgrade
 from storage.queries import spend, spent
@@ -79,6 +81,35 @@ async def _throughput(url: str, spool_dir: Path, count: int) -> float:
     await writer.stop()
     await engine.dispose()
     return count / elapsed
+
+
+def _submit_costs(spool_dir: Path, count: int) -> dict[str, float]:
+    """µs per call of the request-path parts of ``LedgerWriter.submit`` (no consumer running).
+
+    ``submit_us`` is the whole call with the journal, ``submit_no_journal_us`` without it; the
+    difference is the journal's cost per call (encode the record, one ``write``). ``bound_us`` is
+    :func:`storage.bounds.bound_record` alone (every value already fine: the usual case).
+    CPU time (``process_time``: user + system, this process only), so a machine shared with other
+    work does not inflate the figures with time spent waiting for a core.
+    """
+    records = _records(count)
+    out: dict[str, float] = {}
+    start = time.process_time()
+    for record in records:
+        bound_record(record)
+    out["ledger_bound_us"] = (time.process_time() - start) / count * 1e6
+    for name, journal in (("ledger_submit_us", True), ("ledger_submit_no_journal_us", False)):
+        directory = spool_dir / name
+        spool = Spool(directory)
+        engine = create_engine(f"sqlite:///{directory}/unused.db")  # never connected
+        writer = LedgerWriter(engine, spool, queue_size=count + 1, journal=journal)
+        start = time.process_time()
+        for record in records:
+            writer.submit(record)
+        out[name] = (time.process_time() - start) / count * 1e6
+        spool.close()
+    out["ledger_journal_us"] = out["ledger_submit_us"] - out["ledger_submit_no_journal_us"]
+    return out
 
 
 async def _admin(sql: str, url: str = PG_URL) -> None:
@@ -158,6 +189,7 @@ async def _report(url: str, rows: int) -> dict[str, float]:
 async def _main(count: int, report_rows: int) -> dict[str, float]:
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        out.update(_submit_costs(Path(tmp), min(count, 20_000)))
         out["ledger_sqlite_records_per_s"] = await _throughput(
             f"sqlite:///{tmp}/bench.db", Path(tmp) / "spool-sqlite", count
         )

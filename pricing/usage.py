@@ -52,6 +52,8 @@ TOKEN_FIELDS: Final[tuple[str, ...]] = (
     "rejected_prediction_tokens",
 )
 
+MAX_TOKENS_PER_CALL = 10**12
+
 _EMPTY_UNITS: Final[Mapping[str, Decimal]] = MappingProxyType({})
 
 

@@ -151,6 +151,8 @@ def ledger_config(settings: Settings) -> LedgerConfig:
         queue_size=settings.ledger.queue_size,
         fsync_interval_ms=settings.ledger.fsync_interval_ms,
         retention_days=settings.ledger.retention_days,
+        stall_timeout_s=settings.ledger.stall_timeout_s,
+        journal=settings.ledger.journal,
     )
 
 
@@ -327,6 +329,8 @@ def _metering_ctx(
                 # Ready = metering installed. A database outage does not make the proxy unready:
                 # records spool and are replayed (principle 1: the client comes first).
                 app[READINESS_KEY].add("metering", lambda: forwarder.hooks is meter)
+                # 'ledger': records are not stuck in memory (see Ledger.progressing; README).
+                app[READINESS_KEY].add("ledger", ledger.progressing)
                 yield
             finally:
                 forwarder.hooks = NullHooks()

@@ -57,6 +57,8 @@ class LedgerSettings(_Section):
     queue_size: int = Field(default=10_000, gt=0)
     fsync_interval_ms: int = Field(default=100, gt=0)
     retention_days: int | None = Field(default=None, gt=0)
+    stall_timeout_s: float = Field(default=30.0, gt=0)
+    journal: bool = True
 
 
 class PricingSettings(_Section):

@@ -34,8 +34,10 @@ COUNTED_TOKENS: Final[tuple[str, ...]] = (
     "image_output_tokens",
 )
 DEAD_LETTER_TABLE: Final = "ledger_rejected"
-# The dead-letter table's time column, whichever of these it has (first one wins).
+# The dead-letter table's time column, whichever of these it has (first one wins): the call's own
+# start when the store kept it (ledger_rejected does), so a rejection is counted on its call's day.
 DEAD_LETTER_TIME_COLUMNS: Final[tuple[str, ...]] = (
+    "started_at",
     "first_seen_at",
     "first_seen",
     "rejected_at",

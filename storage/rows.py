@@ -27,14 +27,22 @@ def record_to_row(record: UsageRecord) -> dict[str, Any]:
     return row
 
 
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot encode {type(value).__name__} in a ledger record")
+
+
 def record_to_json(record: UsageRecord) -> bytes:
-    """One spool line (without the newline)."""
-    row = record_to_row(record)
-    for name in _DATETIME_FIELDS:
-        row[name] = row[name].isoformat()
-    if row["cost_usd"] is not None:
-        row["cost_usd"] = str(row["cost_usd"])
-    return orjson.dumps(row)
+    """One spool / journal line (without the newline).
+
+    orjson encodes the slotted dataclass in C (datetimes as ISO 8601 with offset, Decimals as
+    strings through the default): ~2x faster than building the row dict first, and this runs on
+    the request path for every call (the journal).
+    """
+    return orjson.dumps(record, default=_encode_default)
 
 
 def record_from_json(line: bytes | str) -> UsageRecord:

@@ -7,6 +7,11 @@
   ``usage_records`` in the same transaction. Missing model / service_tier are stored as ``''`` so the
   key is a real unique key on every backend (NULLs never conflict).
 * ``dedupe_objects``: ids of retrieved objects (responses, batches, fine-tuning jobs) already metered.
+* ``ledger_rejected``: the dead-letter store -- records the database refused (or that could not be
+  made storable), as JSON with the reason; listed and re-inserted by ``openai-meter db rejected``.
+
+The widths here are the one source of truth for bounding a record (:mod:`storage.bounds` reads
+them from these ``Column`` objects; nothing else copies them).
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ ROLLUP_SUMS: Final[tuple[str, ...]] = (
     "unpriced_requests",
     "estimated_requests",
 )
+
+# JSON columns (``tags``, ``units``) have no width of their own: these bound each entry.
+JSON_KEY_WIDTH: Final = 64
+JSON_VALUE_WIDTH: Final = 255
+JSON_MAX_ENTRIES: Final = 64
+REJECTED_ERROR_WIDTH: Final = 2000
 
 metadata = MetaData()
 
@@ -162,4 +173,24 @@ reconciliation = Table(
     Column("ok", Boolean, nullable=False),
     Column("result", JSON, nullable=False),
     Index("ix_reconciliation_run_at", "run_at"),
+)
+
+# The dead-letter store (revision 0007_ledger_rejected). ``row`` is the record as ASCII JSON (the
+# spool's line format; values that could not be stored kept as their text); ``record_id`` is unique
+# so replaying the same refusal (spool, journal) adds nothing. ``started_at``/``team``/``cost_usd``
+# are copied out for reports ("rejected spend").
+ledger_rejected = Table(
+    "ledger_rejected",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_id", String(64), nullable=True, unique=True),
+    Column("row", Text, nullable=False),
+    Column("error", Text, nullable=False),
+    Column("first_seen_at", UtcDateTime(), nullable=False),
+    Column("retried_at", UtcDateTime(), nullable=True),
+    Column("retries", Integer, nullable=False),
+    Column("started_at", UtcDateTime(), nullable=True),
+    Column("team", String(128), nullable=True),
+    Column("cost_usd", Money(), nullable=True),
+    Index("ix_ledger_rejected_started_at", "started_at"),
 )

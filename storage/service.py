@@ -47,6 +47,8 @@ class LedgerConfig:
     fsync_interval_ms: int = 100
     retention_days: int | None = None
     retention_check_s: float = 3600.0
+    stall_timeout_s: float = 30.0
+    journal: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,14 @@ class Ledger:
     engine: AsyncEngine
     writer: LedgerWriter
     dedupe: SqlDedupeStore
+    stall_timeout_s: float = 30.0
+
+    def progressing(self) -> bool:
+        """For /readyz's ``ledger`` check: the writer is alive and records do not sit in memory
+        longer than ``stall_timeout_s`` without progress. A database outage with a working spool
+        keeps this true (records reach the spool); a spool the disk refuses, or a dead writer,
+        makes it false."""
+        return not self.writer.stalled(self.stall_timeout_s)
 
     async def ready(self) -> bool:
         """For /readyz: the database answers. (Records are safe in the spool either way.)"""
@@ -82,6 +92,7 @@ async def open_ledger(
             queue_size=config.queue_size,
             fsync_interval_ms=config.fsync_interval_ms,
             registry=registry,
+            journal=config.journal,
         )
         await writer.start()
         retention = None
@@ -91,7 +102,12 @@ async def open_ledger(
                 name="ledger-retention",
             )
         try:
-            yield Ledger(engine=engine, writer=writer, dedupe=SqlDedupeStore(engine))
+            yield Ledger(
+                engine=engine,
+                writer=writer,
+                dedupe=SqlDedupeStore(engine),
+                stall_timeout_s=config.stall_timeout_s,
+            )
         finally:
             if retention is not None:
                 retention.cancel()

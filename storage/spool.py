@@ -57,6 +57,10 @@ class Segment:
                     with corrupt.open("ab") as out:
                         out.write(line if line.endswith(b"\n") else line + b"\n")
 
+    def count(self) -> int:
+        """Non-empty lines (records, including unreadable ones)."""
+        return _count_lines(self.path)
+
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -144,6 +148,22 @@ class Spool:
     def sealed_segments(self) -> list[Segment]:
         """Segments ready to replay, oldest first (the open one excluded)."""
         return [s for s in self._scan() if s.path != self._fd_path]
+
+    def adopt(self, path: Path) -> int:
+        """Take a file of record lines (a dead process's journal segment) as a sealed segment.
+
+        A rename, no copy; returns how many records it holds. Call before appending.
+        """
+        count = _count_lines(path)
+        if not count:
+            path.unlink(missing_ok=True)
+            return 0
+        target = self.directory / f"ledger-{self._next_seq:016d}.jsonl"
+        self._next_seq += 1
+        os.replace(path, target)
+        _fsync_dir(self.directory)
+        self._pending += count
+        return count
 
     def acknowledge(self, count: int) -> None:
         """``count`` spooled records are now in the database (negative: take back an ack)."""

@@ -24,6 +24,13 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 MONEY_PLACES: Final = 10
 MONEY_QUANTUM: Final = Decimal(1).scaleb(-MONEY_PLACES)
 MONEY_SCALE: Final = 10**MONEY_PLACES
+MONEY_PRECISION: Final = 20
+_BIGINT_MAX: Final = 2**63 - 1
+MONEY_MAX: Final = min(
+    Decimal(10) ** (MONEY_PRECISION - MONEY_PLACES) - MONEY_QUANTUM,  # NUMERIC(20, 10)
+    Decimal(_BIGINT_MAX).scaleb(-MONEY_PLACES),  # SQLite: a signed 64-bit count of 1e-10 USD
+)
+"""The largest absolute value one ``Money`` column holds on every backend (~922 million USD)."""
 
 
 def quantize_money(value: Decimal) -> Decimal:
@@ -42,13 +49,13 @@ def units_to_money(units: int) -> Decimal:
 class Money(TypeDecorator[Decimal]):
     """Exact USD: NUMERIC(20,10) on PostgreSQL, INTEGER 1e-10 USD units on SQLite."""
 
-    impl = Numeric(20, MONEY_PLACES, asdecimal=True)
+    impl = Numeric(MONEY_PRECISION, MONEY_PLACES, asdecimal=True)
     cache_ok = True
 
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(20, MONEY_PLACES, asdecimal=True))
+        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_PLACES, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
         if value is None:

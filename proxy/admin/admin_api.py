@@ -14,6 +14,7 @@ Money leaves as exact decimal strings; bad parameters get an OpenAI-shaped 400.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.admin.reporting import (
     METRICS,
+    RejectedSpend,
     ReportError,
     SpendReport,
     SpendRow,
@@ -41,6 +43,7 @@ from proxy.admin.reporting import (
 )
 from proxy.http.errors import bad_request
 from storage.queries import fetch_records, spend
+from storage.rejected import rejected_totals
 
 Clock = Callable[[], datetime]
 
@@ -74,7 +77,12 @@ async def load_report(
         for group in groups
         if group["requests"]
     )
-    return build_report(window, by, rows)
+    report = build_report(window, by, rows)
+    if model is None:  # dead-lettered records: shown beside the report (they have no model column)
+        count, cost = await rejected_totals(engine, window.since, window.until, team=team)
+        if count:
+            report = replace(report, rejected=RejectedSpend(requests=count, cost_usd=cost))
+    return report
 
 
 def _clock(request: web.Request) -> Clock:

@@ -180,10 +180,19 @@ class SpendRow:
 
 
 @dataclass(frozen=True, slots=True)
+class RejectedSpend:
+    """Dead-lettered records started in the window (``ledger_rejected``: not in the rows/total)."""
+
+    requests: int
+    cost_usd: Decimal  # of those whose cost is known
+
+
+@dataclass(frozen=True, slots=True)
 class SpendReport:
     window: Window
     by: tuple[str, ...]
     rows: tuple[SpendRow, ...] = field(default_factory=tuple)
+    rejected: RejectedSpend | None = None
 
     @property
     def total(self) -> Totals:
@@ -231,13 +240,19 @@ def to_json_obj(report: SpendReport) -> dict[str, Any]:
         item: dict[str, Any] = dict(zip(report.by, row.group, strict=True))
         item.update(_metrics_json(row.totals))
         rows.append(item)
-    return {
+    out: dict[str, Any] = {
         "since": iso(report.window.since),
         "until": iso(report.window.until),
         "by": list(report.by),
         "rows": rows,
         "total": _metrics_json(report.total),
     }
+    if report.rejected is not None:  # present only when records were dead-lettered
+        out["rejected"] = {
+            "requests": report.rejected.requests,
+            "cost_usd": money(report.rejected.cost_usd),
+        }
+    return out
 
 
 def to_json(report: SpendReport) -> bytes:
@@ -292,6 +307,11 @@ def to_table(report: SpendReport) -> str:
     if body:
         lines.append("  ".join("=" * w for w in widths))
     lines.append(line_of(total))
+    if report.rejected is not None:
+        lines.append(
+            f"rejected (dead-lettered, not in the total): {report.rejected.requests} calls, "
+            f"known cost {money(report.rejected.cost_usd)} USD -- see 'openai-meter db rejected'"
+        )
     return "\n".join(lines) + "\n"
 
 

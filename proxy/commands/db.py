@@ -1,4 +1,5 @@
-"""``openai-meter db upgrade|prune|current`` -- the ledger's schema (Alembic) and retention.
+"""``openai-meter db upgrade|prune|current|rejected`` -- the ledger's schema (Alembic), retention,
+and the dead-letter store (``db rejected list`` / ``db rejected retry [--id N ...]``).
 
 The database URL comes from ``--database-url`` > ``OPENAI_METER_DATABASE_URL`` > ``--config`` file
 (``database.url``) > ``sqlite:///openai-meter.db`` (relative to the working directory).
@@ -13,10 +14,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from proxy.config import ConfigError, load_settings
 from proxy.settings import Settings
 from storage.engine import create_engine
 from storage.migrate import current_revision, head_revision, upgrade
+from storage.rejected import list_rejected, rejected_totals, retry_rejected
 from storage.retention import cutoff, prune
 from storage.urls import describe, to_async_url
 
@@ -45,10 +49,31 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _common(cur)
     cur.set_defaults(func=_current)
 
+    rej = actions.add_parser(
+        "rejected",
+        help="List dead-lettered ledger records (refused by the database), or re-insert them",
+    )
+    rej_actions = rej.add_subparsers(dest="rejected_command", metavar="ACTION")
+    rej.set_defaults(func=_rejected_list, limit=100)
+    _common(rej)
+    ls = rej_actions.add_parser("list", help="Show dead-lettered records, newest first (default)")
+    _common(ls, argparse.SUPPRESS)  # given before or after the action, both work
+    ls.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    ls.set_defaults(func=_rejected_list)
+    rt = rej_actions.add_parser(
+        "retry",
+        help="Re-insert dead-lettered records (after a fix); those still refused stay, counted",
+    )
+    _common(rt, argparse.SUPPRESS)
+    rt.add_argument(
+        "--id", type=int, action="append", dest="ids", help="only this row (repeatable)"
+    )
+    rt.set_defaults(func=_rejected_retry)
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", default=None, help="e.g. sqlite:///openai-meter.db")
-    parser.add_argument("--config", default=None, help="YAML config file")
+
+def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
+    parser.add_argument("--database-url", default=default, help="e.g. sqlite:///openai-meter.db")
+    parser.add_argument("--config", default=default, help="YAML config file")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -82,6 +107,15 @@ async def _main(action: str, settings: Settings, args: argparse.Namespace, url: 
             print(
                 f"ledger at {url}: schema {await current_revision(engine)}, newest {head_revision()}"
             )
+        elif action == "rejected list":
+            await _print_rejected(engine, url, args.limit)
+        elif action == "rejected retry":
+            result = await retry_rejected(engine, args.ids)
+            print(
+                f"ledger at {url}: {result.inserted} re-inserted, "
+                f"{result.still_rejected} still refused"
+            )
+            return 0 if result.still_rejected == 0 else 1
         else:
             days = args.retention_days or settings.ledger.retention_days
             if not days or days <= 0:
@@ -99,6 +133,30 @@ async def _main(action: str, settings: Settings, args: argparse.Namespace, url: 
     finally:
         await engine.dispose()
     return 0
+
+
+async def _print_rejected(engine: AsyncEngine, url: str, limit: int) -> None:
+    rows = await list_rejected(engine, limit=limit)
+    count, cost = await rejected_totals(engine)
+    print(f"ledger at {url}: {count} rejected records, known cost {cost} USD")
+    if rows:
+        print("id\trecord_id\tstarted_at\tteam\tcost_usd\tretries\terror")
+    for row in rows:
+        started = row.started_at.isoformat() if row.started_at else "-"
+        cost_text = str(row.cost_usd) if row.cost_usd is not None else "-"
+        error = " ".join(row.error.split())[:200]
+        print(
+            f"{row.id}\t{row.record_id or '-'}\t{started}\t{row.team or '-'}\t{cost_text}\t"
+            f"{row.retries}\t{error}"
+        )
+
+
+def _rejected_list(args: argparse.Namespace) -> int:
+    return _run(args, "rejected list")
+
+
+def _rejected_retry(args: argparse.Namespace) -> int:
+    return _run(args, "rejected retry")
 
 
 def _upgrade(args: argparse.Namespace) -> int:

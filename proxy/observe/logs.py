@@ -35,7 +35,25 @@ class JsonFormatter(logging.Formatter):
         data.update(_fields(record))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        try:
+            return orjson.dumps(data, default=str).decode()
+        except orjson.JSONEncodeError:  # e.g. a path with %ff: a lone surrogate is not UTF-8
+            return orjson.dumps(_valid_utf8(data), default=str).decode()
+
+
+def _valid_utf8(value: Any) -> Any:
+    """Strings with lone surrogates (undecodable bytes) re-decoded with U+FFFD replacement."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return value
+    if isinstance(value, dict):
+        return {_valid_utf8(k): _valid_utf8(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_utf8(v) for v in value]
+    return value
 
 
 class TextFormatter(logging.Formatter):

@@ -4,10 +4,7 @@ config exits 2 with one line), and a ledger outage mid-traffic (client first, re
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +15,10 @@ from sqlalchemy.engine import make_url
 
 from tests.support.fake_upstream import FakeUpstream, FakeUsage
 from tests.support.product import Product, ledger_rows, share_encodings
+from tests.support.serve_process import free_port, serve, wait_healthy
 from tests.support.tcp_relay import TcpRelay
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = [sys.executable, "-c", "import sys; from proxy.cli import main; sys.exit(main())"]
 MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _serve(tmp_path: Path, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *BIN,
-        "serve",
-        *args,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_METER_LOGGING__LEVEL": "warning"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            assert process.returncode is None, "openai-meter serve exited during start-up"
-            try:
-                async with http.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("openai-meter serve did not become healthy in 30 s")
-
 
 # -- 10. serve as a subprocess --------------------------------------------------------------------
 
@@ -63,14 +26,14 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
 async def test_serve_subprocess_sigterm_exits_0_and_every_record_is_in_the_database(
     fake_upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     database_url = f"sqlite:///{tmp_path}/ledger.db"
     config = tmp_path / "meter.yaml"
     config.write_text(
         f"ledger: {{spool_dir: {tmp_path}/spool, flush_interval_ms: 5000}}\n"
         "server: {shutdown_grace_s: 10}\n"
     )
-    process = await _serve(
+    process = await serve(
         tmp_path,
         "--config",
         str(config),
@@ -82,7 +45,7 @@ async def test_serve_subprocess_sigterm_exits_0_and_every_record_is_in_the_datab
         database_url,
     )
     try:
-        await _wait_healthy(f"http://127.0.0.1:{port}", process)
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
         client = openai.AsyncOpenAI(
             api_key="sk-test-serve", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0
         )
@@ -126,7 +89,7 @@ async def test_serve_with_a_bad_config_exits_2_with_one_line(
 ) -> None:
     path = tmp_path / "meter.yaml"
     path.write_text(config)
-    process = await _serve(tmp_path, "--config", str(path), "--port", str(_free_port()))
+    process = await serve(tmp_path, "--config", str(path), "--port", str(free_port()))
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
@@ -205,4 +168,8 @@ async def test_ready_means_metering_is_installed(
         http.get(product.url + "/readyz") as r,
     ):
         assert r.status == 200
-        assert (await r.json())["checks"] == {"upstream_session": True, "metering": True}
+        assert (await r.json())["checks"] == {
+            "upstream_session": True,
+            "metering": True,
+            "ledger": True,
+        }
