@@ -16,12 +16,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Connection, and_, case, column, func, inspect, select, table
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.queries import utc_day_text
-from storage.schema import reconciliation, usage_records
-from storage.types import UtcDateTime
+from storage.schema import ledger_rejected, reconciliation, usage_records
 
 COUNTED_TOKENS: Final[tuple[str, ...]] = (
     "input_tokens",
@@ -32,16 +31,6 @@ COUNTED_TOKENS: Final[tuple[str, ...]] = (
     "audio_output_tokens",
     "image_input_tokens",
     "image_output_tokens",
-)
-DEAD_LETTER_TABLE: Final = "ledger_rejected"
-# The dead-letter table's time column, whichever of these it has (first one wins): the call's own
-# start when the store kept it (ledger_rejected does), so a rejection is counted on its call's day.
-DEAD_LETTER_TIME_COLUMNS: Final[tuple[str, ...]] = (
-    "started_at",
-    "first_seen_at",
-    "first_seen",
-    "rejected_at",
-    "created_at",
 )
 
 
@@ -98,40 +87,21 @@ async def projects_seen(engine: AsyncEngine, since: datetime, until: datetime) -
         return {row[0] for row in (await conn.execute(stmt)).all()}
 
 
-def _dead_letter_time_column(sync_conn: Connection) -> str | bool | None:
-    """False: no dead-letter table; None: a table without a known time column; else the column."""
-    inspector = inspect(sync_conn)
-    if not inspector.has_table(DEAD_LETTER_TABLE):
-        return False
-    names = {col["name"] for col in inspector.get_columns(DEAD_LETTER_TABLE)}
-    return next((name for name in DEAD_LETTER_TIME_COLUMNS if name in names), None)
-
-
 async def dead_letters_by_day(
     engine: AsyncEngine, since: datetime, until: datetime
-) -> dict[date, int] | None:
-    """Dead-lettered records per UTC day of ``[since, until)``; None when there is no store.
-
-    A store without a recognised time column reports its whole count on ``since``'s day.
-    """
+) -> dict[date, int]:
+    """Dead-lettered records (``ledger_rejected``) per UTC day of ``[since, until)``, counted on
+    their call's day (``started_at``; the day it was refused when the record had no valid start)."""
+    r = ledger_rejected.c
+    when = func.coalesce(r.started_at, r.first_seen_at)
     async with engine.connect() as conn:
-        found = await conn.run_sync(_dead_letter_time_column)
-        if found is False:
-            return None
-        if found is None or found is True:
-            total = (
-                await conn.execute(select(func.count()).select_from(table(DEAD_LETTER_TABLE)))
-            ).scalar_one()
-            return {since.date(): int(total)} if total else {}
-        when = column(str(found), UtcDateTime())
-        dead = table(DEAD_LETTER_TABLE, when)
-        if conn.dialect.name == "sqlite":
-            day = func.substr(when, 1, 10)
-        else:
-            day = func.to_char(func.timezone("UTC", when), "YYYY-MM-DD")
+        day = (
+            func.substr(when, 1, 10)
+            if conn.dialect.name == "sqlite"
+            else func.to_char(func.timezone("UTC", when), "YYYY-MM-DD")
+        )
         stmt = (
             select(day.label("day"), func.count().label("n"))
-            .select_from(dead)
             .where(when >= since, when < until)
             .group_by(day)
         )

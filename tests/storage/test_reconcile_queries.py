@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.engine import create_engine
@@ -21,7 +20,7 @@ from storage.reconcile import (
     projects_seen,
     save_reconciliation,
 )
-from storage.types import UtcDateTime
+from storage.schema import ledger_rejected
 from tests.support.ledger_records import BASE_TIME, make_record
 
 SINCE = datetime(2026, 11, 3, tzinfo=UTC)
@@ -69,44 +68,37 @@ async def test_groups_sum_exactly_per_day_project_model(engine: AsyncEngine) -> 
     assert await projects_seen(engine, SINCE, UNTIL) == {"proj_a", None}
 
 
-async def test_no_dead_letter_store_is_none(engine: AsyncEngine) -> None:
-    assert await dead_letters_by_day(engine, SINCE, UNTIL) is None
+async def test_dead_letters_are_counted_on_their_calls_day(engine: AsyncEngine) -> None:
+    """``ledger_rejected`` rows count on the call's day; a row whose record had no valid start
+    counts on the day it was refused."""
 
+    def row(n: int, started: datetime | None, seen: datetime) -> dict[str, object]:
+        return {
+            "record_id": f"r{n}",
+            "row": "{}",
+            "error": "refused",
+            "first_seen_at": seen,
+            "retries": 0,
+            "started_at": started,
+        }
 
-async def test_a_dead_letter_store_is_counted_per_day(engine: AsyncEngine) -> None:
-    meta = sa.MetaData()
-    table = sa.Table(
-        "ledger_rejected",
-        meta,
-        sa.Column("id", sa.String(64), primary_key=True),
-        sa.Column("row", sa.JSON),
-        sa.Column("error", sa.Text),
-        sa.Column("first_seen_at", UtcDateTime()),
-    )
+    later = UNTIL + timedelta(days=3)
     async with engine.begin() as conn:
-        await conn.run_sync(meta.create_all)
         await conn.execute(
-            table.insert(),
+            ledger_rejected.insert(),
             [
-                {"id": "a", "row": {}, "error": "x", "first_seen_at": SINCE + timedelta(hours=1)},
-                {"id": "b", "row": {}, "error": "x", "first_seen_at": SINCE + timedelta(hours=2)},
-                {"id": "c", "row": {}, "error": "x", "first_seen_at": SINCE + timedelta(days=1)},
-                {"id": "d", "row": {}, "error": "x", "first_seen_at": UNTIL + timedelta(days=1)},
+                row(1, SINCE + timedelta(hours=1), later),
+                row(2, SINCE + timedelta(hours=2), later),
+                row(3, SINCE + timedelta(days=1), later),
+                row(4, None, SINCE + timedelta(days=1, hours=3)),
+                row(5, UNTIL + timedelta(days=1), SINCE),  # its call is outside the window
             ],
         )
     assert await dead_letters_by_day(engine, SINCE, UNTIL) == {
         date(2026, 11, 3): 2,
-        date(2026, 11, 4): 1,
+        date(2026, 11, 4): 2,
     }
-
-
-async def test_a_dead_letter_store_without_a_known_time_column_counts_all(
-    engine: AsyncEngine,
-) -> None:
-    async with engine.begin() as conn:
-        await conn.exec_driver_sql("CREATE TABLE ledger_rejected (id VARCHAR(64) PRIMARY KEY)")
-        await conn.exec_driver_sql("INSERT INTO ledger_rejected (id) VALUES ('a'), ('b')")
-    assert await dead_letters_by_day(engine, SINCE, UNTIL) == {SINCE.date(): 2}
+    assert await dead_letters_by_day(engine, UNTIL, UNTIL + timedelta(days=1)) == {}
 
 
 async def test_the_latest_reconciliation_is_read_back_exactly(engine: AsyncEngine) -> None:
