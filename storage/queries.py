@@ -6,6 +6,7 @@
   window's edges, and groupings the rollup does not keep (project, user, tag:KEY, ...), come from
   raw rows. Both paths give the same numbers; money is exact :class:`Decimal`.
 * :func:`spent` -- one team's cost over ``[since, until)``, for budgets.
+* :func:`has_ledger` -- whether a database holds a ledger at all (``report`` asks before reading).
 
 ``since`` is inclusive, ``until`` exclusive; both aware datetimes.
 """
@@ -17,7 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.rows import row_to_public
@@ -72,6 +73,12 @@ async def fetch_records(
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
     return [row_to_public(row) for row in rows]
+
+
+async def has_ledger(engine: AsyncEngine) -> bool:
+    """The database has the ledger's table (a read: creates nothing but the connection)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: inspect(sync).has_table(usage_records.name))
 
 
 async def spend(

@@ -22,14 +22,9 @@ import orjson
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.admin.report_query import load_report as load_report  # re-exported: /meter/spend
 from proxy.admin.reporting import (
-    METRICS,
     ReportError,
-    SpendReport,
-    SpendRow,
-    Totals,
-    Window,
-    build_report,
     iso,
     money,
     parse_by,
@@ -40,7 +35,7 @@ from proxy.admin.reporting import (
     to_table,
 )
 from proxy.http.errors import bad_request
-from storage.queries import fetch_records, spend
+from storage.queries import fetch_records
 
 Clock = Callable[[], datetime]
 
@@ -53,28 +48,6 @@ RECORDS_MAX_LIMIT: Final = 1000
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-async def load_report(
-    engine: AsyncEngine,
-    window: Window,
-    by: tuple[str, ...],
-    *,
-    team: str | None = None,
-    model: str | None = None,
-) -> SpendReport:
-    """Query the ledger and shape the report (shared by the CLI and ``/meter/spend``)."""
-    filters = {name: value for name, value in (("team", team), ("model", model)) if value}
-    groups = await spend(engine, since=window.since, until=window.until, by=by, filters=filters)
-    rows = (
-        SpendRow(
-            tuple(group[dim] for dim in by),
-            Totals(**{name: group[name] for name in METRICS}),
-        )
-        for group in groups
-        if group["requests"]
-    )
-    return build_report(window, by, rows)
 
 
 def _clock(request: web.Request) -> Clock:

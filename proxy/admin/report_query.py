@@ -1,0 +1,33 @@
+"""Loading a spend report from the ledger: the query plus the pure shaping in
+:mod:`proxy.admin.reporting`. Shared by ``openai-meter report`` and ``GET /meter/spend``; it imports
+no HTTP framework, so the CLI does not pay for aiohttp.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.admin.reporting import METRICS, SpendReport, SpendRow, Totals, Window, build_report
+from storage.queries import spend
+
+
+async def load_report(
+    engine: AsyncEngine,
+    window: Window,
+    by: tuple[str, ...],
+    *,
+    team: str | None = None,
+    model: str | None = None,
+) -> SpendReport:
+    """Query the ledger and shape the report (shared by the CLI and ``/meter/spend``)."""
+    filters = {name: value for name, value in (("team", team), ("model", model)) if value}
+    groups = await spend(engine, since=window.since, until=window.until, by=by, filters=filters)
+    rows = (
+        SpendRow(
+            tuple(group[dim] for dim in by),
+            Totals(**{name: group[name] for name in METRICS}),
+        )
+        for group in groups
+        if group["requests"]
+    )
+    return build_report(window, by, rows)
