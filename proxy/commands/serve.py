@@ -92,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
 
     log = logging.getLogger("openai_meter.serve")
     configure_logging(settings.logging)
+    try:
+        sockets = bind(settings.listen.host, settings.listen.port)
+    except BindError as exc:
+        print(f"openai-meter: {exc}", file=sys.stderr)
+        return 2
+    address = format_address(settings.listen.host, bound_port(sockets))
     if settings.admin.token is None and settings.listen.host not in (
         "127.0.0.1",
         "localhost",
@@ -101,12 +107,6 @@ def run(args: argparse.Namespace) -> int:
             "admin.token is not set: /meter/* is open to anyone who can reach %s",
             settings.listen.host,
         )
-    try:
-        sockets = bind(settings.listen.host, settings.listen.port)
-    except BindError as exc:
-        print(f"openai-meter: {exc}", file=sys.stderr)
-        return 2
-    address = format_address(settings.listen.host, bound_port(sockets))
 
     def started() -> None:
         log.info(
