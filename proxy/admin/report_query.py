@@ -1,12 +1,17 @@
 """Loading a spend report from the ledger: the query plus the pure shaping in
 :mod:`proxy.admin.reporting`. Shared by ``openai-meter report`` and ``GET /meter/spend``; it imports
 no HTTP framework, so the CLI does not pay for aiohttp.
+
+Service tiers are reported in the catalog's vocabulary (``standard``, ``batch``, ``flex``,
+``priority``, ``scale`` -- the words of ``price_ref`` and ``openai-meter prices``): OpenAI's
+``default`` (and ``auto``) read ``standard``. The ledger's column keeps OpenAI's word.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pricing.tiers import normalize_tier
 from proxy.admin.reporting import METRICS, SpendReport, SpendRow, Totals, Window, build_report
 from storage.queries import spend
 
@@ -24,10 +29,18 @@ async def load_report(
     groups = await spend(engine, since=window.since, until=window.until, by=by, filters=filters)
     rows = (
         SpendRow(
-            tuple(group[dim] for dim in by),
+            tuple(_shown(dim, group[dim]) for dim in by),
             Totals(**{name: group[name] for name in METRICS}),
         )
         for group in groups
         if group["requests"]
     )
-    return build_report(window, by, rows)
+    return build_report(window, by, rows)  # merges groups that now read the same
+
+
+def _shown(dimension: str, value: str | None) -> str | None:
+    """Service tiers in the catalog's words (``default`` -> ``standard``, as in ``price_ref``);
+    a tier the catalog does not know is shown as recorded."""
+    if dimension == "service_tier" and value is not None:
+        return normalize_tier(value) or value
+    return value
