@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from proxy.commands import db, encodings, keys, prices, report, serve
+from proxy.commands import db, demo, encodings, keys, prices, report, serve
 
-_COMMANDS = (serve, report, prices, db, keys, encodings)
+_COMMANDS = (serve, report, prices, db, keys, encodings, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
