@@ -3,6 +3,7 @@
 
     python -m bench.cli_bench                 # median of 7 runs per command
     python -m bench.cli_bench --runs 15
+    python -m bench.cli_bench --root /tmp/old # the CLI of another source tree (before/after)
 
 ``run()`` returns seconds per command (median). Targets (issue 12): ``--help`` < 0.3 s, a report
 over a small ledger < 0.5 s. Also prints which heavy packages each command imported.
@@ -69,7 +70,9 @@ def _time(args: list[str], runs: int, env: dict[str, str]) -> float:
     took: list[float] = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([*_command(), *args], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [*_command(), *args], env=env, cwd=env["PYTHONPATH"], check=True, capture_output=True
+        )
         took.append(time.perf_counter() - started)
     return statistics.median(took)
 
@@ -81,16 +84,22 @@ def _heavy_imports(args: list[str], env: dict[str, str]) -> list[str]:
         f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-c", probe, *args],
+        env=env,
+        cwd=env["PYTHONPATH"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stderr.strip().splitlines()[-1:] if done.stderr.strip() else []
 
 
-def run(runs: int = 7) -> dict[str, float]:
+def run(runs: int = 7, root: Path | None = None) -> dict[str, float]:
+    source = (root or Path(__file__).resolve().parent.parent).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'ledger.db'}"
         asyncio.run(_make_ledger(url, SMALL_LEDGER_ROWS))
-        env = {**os.environ, "OPENAI_METER_DATABASE_URL": url}
+        env = {**os.environ, "OPENAI_METER_DATABASE_URL": url, "PYTHONPATH": str(source)}
         cases = {
             "--help": ["--help"],
             "serve --help": ["serve", "--help"],
@@ -114,9 +123,12 @@ def run(runs: int = 7) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--root", type=Path, default=None, help="source tree whose CLI to time")
     args = parser.parse_args()
-    for key, value in run(args.runs).items():
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for key, value in run(args.runs, args.root).items():
         print(f"{key:52s} {value:8.3f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
