@@ -75,4 +75,6 @@ def run(args: argparse.Namespace) -> int:
         except (BindError, StartupError) as exc:
             print(f"openai-meter demo: {exc}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C before the proxy was up
+            return 130
     return 0 if result.calls else 1
