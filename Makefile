@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
 
-.PHONY: help run test lint bench clean constraints
+.PHONY: help run demo test lint bench clean constraints
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS)
 
 run: $(VENV)/.installed-run ## Start the proxy on 127.0.0.1:8080 -> https://api.openai.com (ledger ./openai-meter.db)
 	$(BIN)/openai-meter serve
+
+demo: $(VENV)/.installed-run ## No OpenAI key? The proxy in front of a SIMULATED upstream, sample traffic, a report
+	$(BIN)/openai-meter demo
 
 test: $(VENV)/.installed-dev ## Run the whole test suite
 	$(BIN)/pytest -q
