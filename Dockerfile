@@ -12,10 +12,11 @@ RUN useradd --system --create-home --home-dir /var/lib/openai-meter --uid 10001 
 
 WORKDIR /opt/openai-meter/src
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY proxy ./proxy
 COPY pricing ./pricing
 COPY storage ./storage
-RUN pip install . \
+RUN pip install -c requirements/constraints.txt . \
  && openai-meter encodings seed \
  && rm -rf /opt/openai-meter/src
 

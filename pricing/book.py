@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from types import MappingProxyType
 from typing import Final
 
 from pricing.cost import Cost
@@ -24,29 +23,11 @@ from pricing.overrides import apply_overrides, check_percent
 from pricing.plan import TIERS, PlanSet, compile_plans
 from pricing.resolve import Resolved, resolve
 from pricing.schema import CatalogFile, Entry, ToolPrice
+from pricing.tiers import TIER_ALIASES as TIER_ALIASES  # re-exported
+from pricing.tiers import normalize_tier as normalize_tier  # re-exported
 from pricing.usage import Usage
 
-TIER_ALIASES: Final[Mapping[str | None, str]] = MappingProxyType(
-    {
-        None: "standard",
-        "": "standard",
-        "default": "standard",
-        "auto": "standard",
-        "standard": "standard",
-        "batch": "batch",
-        "flex": "flex",
-        "priority": "priority",
-        "fast": "priority",  # the API reports "fast" requests as priority
-        "scale": "scale",
-    }
-)
-"""Response ``service_tier`` values (and the caller's ``batch``) -> catalog tier."""
-
 _CACHE_LIMIT: Final = 4096
-
-
-def normalize_tier(tier: str | None) -> str | None:
-    return TIER_ALIASES.get(tier.lower() if tier else tier)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ from proxy.usage.meter import UsageMeter
 from storage.budget_notifications import SqlNotificationStore
 from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
+from storage.urls import masked, problem, to_async_url
 from storage.virtual_keys import active_teams_by_hash
 
 log = logging.getLogger("openai_meter.app")
@@ -173,6 +174,10 @@ def create_app(
         webhooks = webhooks_from_settings(settings.budgets.notify, os.environ)
     except (ValueError, TeamConfigError, NotifyConfigError) as exc:
         raise StartupError(str(exc)) from exc
+    try:
+        to_async_url(settings.database.url)
+    except ValueError as exc:
+        raise StartupError(f"database.url {masked(settings.database.url)}: {exc}") from None
     if settings.virtual_keys.enabled and not settings.upstream.api_key:
         raise StartupError(
             "virtual_keys.enabled needs upstream.api_key (or env OPENAI_METER_UPSTREAM_API_KEY)"
@@ -279,7 +284,10 @@ def _metering_ctx(
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         forwarder = app[FORWARDER_KEY]
-        async with open_ledger(ledger_config(settings), registry=registry) as ledger:
+        async with contextlib.AsyncExitStack() as opened:
+            ledger = await _open_ledger(opened, settings, registry)
+            if not settings.database.auto_upgrade:
+                await _check_database(ledger, settings, app[READINESS_KEY])
             engine = ledger.engine
             app[LEDGER_KEY] = ledger
             app[ADMIN_ENGINE_KEY] = engine
@@ -345,3 +353,45 @@ def _metering_ctx(
         # leaving open_ledger drained the writer (queue + spool replay) and disposed the engine
 
     return ctx
+
+
+async def _open_ledger(
+    stack: contextlib.AsyncExitStack, settings: Settings, registry: CollectorRegistry
+) -> Ledger:
+    """The ledger, or a :class:`StartupError` naming the database (password masked) and why."""
+    try:
+        return await stack.enter_async_context(
+            open_ledger(ledger_config(settings), registry=registry)
+        )
+    except Exception as exc:
+        url = settings.database.url
+        raise StartupError(
+            f"cannot open the ledger database {masked(url)}: {problem(exc, url)}"
+        ) from exc
+
+
+async def _check_database(ledger: Ledger, settings: Settings, readiness: Readiness) -> None:
+    """With ``database.auto_upgrade`` false nothing touched the database on start: ask it once.
+
+    If it does not answer, say so and add a ``database`` readiness check that stays failing until
+    the database has answered once (later outages spool as usual and do not make /readyz fail).
+    """
+    url = masked(settings.database.url)
+    if await ledger.ready():
+        return
+    log.warning(
+        "the ledger database %s does not answer; serving anyway (--no-db-upgrade): records are "
+        "spooled to %s until it does, and /readyz reports 'database' not ready",
+        url,
+        settings.ledger.spool_dir,
+    )
+    answered = False
+
+    async def database_answered() -> bool:
+        nonlocal answered
+        if not answered and await ledger.ready():
+            answered = True
+            log.info("the ledger database %s answers now", url)
+        return answered
+
+    readiness.add("database", database_answered)

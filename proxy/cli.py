@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from proxy.commands import db, encodings, export, keys, prices, reconcile, report, serve
+from proxy.commands import db, demo, encodings, export, keys, prices, reconcile, report, serve
 
-_COMMANDS = (serve, report, prices, db, keys, encodings, reconcile, export)
+_COMMANDS = (serve, report, prices, db, keys, encodings, reconcile, export, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

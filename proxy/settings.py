@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -23,6 +23,9 @@ class ListenSettings(_Section):
 
 
 class UpstreamSettings(_Section):
+    # The origin (optionally with a path prefix) the proxy forwards /v1/... to. A base URL ending in
+    # /v1 -- what users copy from OPENAI_BASE_URL -- is accepted and the /v1 dropped, so calls go to
+    # {origin}/v1/..., never /v1/v1/...
     url: str = "https://api.openai.com"
     connect_timeout_s: float = Field(default=10.0, gt=0)
     # Never shorter than the openai SDK's own 600 s default: long generations must not be cut.
@@ -32,6 +35,12 @@ class UpstreamSettings(_Section):
     # The real OpenAI key used when virtual keys are enabled (prefer env OPENAI_METER_UPSTREAM_API_KEY).
     api_key: str | None = None
     max_connections: int = Field(default=0, ge=0)  # 0 = unlimited
+
+    @field_validator("url")
+    @classmethod
+    def _without_v1(cls, url: str) -> str:
+        trimmed = url.rstrip("/")
+        return trimmed[: -len("/v1")] if trimmed.endswith("/v1") else url
 
 
 class DatabaseSettings(_Section):

@@ -1,11 +1,13 @@
 """Read side of the ledger for reports, ``/meter/records`` and budgets.
 
-* :func:`fetch_records` -- raw rows, newest first, as dicts with the ledger's column names.
+* :func:`fetch_records` -- raw rows, newest first, as dicts with the ledger's column names
+  (filters, tag filters, keyset pagination).
 * :func:`spend` -- totals grouped by any of :data:`DIMENSIONS`. Whole UTC days come from the
   ``usage_daily`` rollup when every grouping/filter is one the rollup keeps; partial days at the
   window's edges, and groupings the rollup does not keep (project, user, tag:KEY, ...), come from
   raw rows. Both paths give the same numbers; money is exact :class:`Decimal`.
 * :func:`spent` -- one team's cost over ``[since, until)``, for budgets.
+* :func:`has_ledger` -- whether a database holds a ledger at all (``report`` asks before reading).
 
 ``since`` is inclusive, ``until`` exclusive; both aware datetimes.
 """
@@ -17,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.rows import row_to_public
@@ -56,9 +58,16 @@ async def fetch_records(
     until: datetime | None = None,
     team: str | None = None,
     model: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    before: tuple[datetime, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Ledger rows newest first (at most ``MAX_RECORDS``); money as Decimal, times aware UTC."""
-    limit = max(0, min(limit, MAX_RECORDS))
+    """Ledger rows newest first by ``(started_at, id)`` (at most ``MAX_RECORDS + 1``, so a caller
+    can tell whether a page has a successor); money as Decimal, times aware UTC.
+
+    ``tags``: every key must have exactly that value. ``before``: only rows strictly before this
+    ``(started_at, id)`` key in that order (keyset pagination: stable under concurrent inserts).
+    """
+    limit = max(0, min(limit, MAX_RECORDS + 1))
     stmt = select(usage_records)
     if since is not None:
         stmt = stmt.where(usage_records.c.started_at >= since)
@@ -68,10 +77,26 @@ async def fetch_records(
         stmt = stmt.where(usage_records.c.team == team)
     if model is not None:
         stmt = stmt.where(usage_records.c.model == model)
+    for key, value in (tags or {}).items():
+        stmt = stmt.where(usage_records.c.tags[key].as_string() == value)
+    if before is not None:
+        moment, record_id = before
+        stmt = stmt.where(
+            or_(
+                usage_records.c.started_at < moment,
+                and_(usage_records.c.started_at == moment, usage_records.c.id < record_id),
+            )
+        )
     stmt = stmt.order_by(usage_records.c.started_at.desc(), usage_records.c.id.desc()).limit(limit)
     async with engine.connect() as conn:
         rows = (await conn.execute(stmt)).mappings().all()
     return [row_to_public(row) for row in rows]
+
+
+async def has_ledger(engine: AsyncEngine) -> bool:
+    """The database has the ledger's table (a read: creates nothing but the connection)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda sync: inspect(sync).has_table(usage_records.name))
 
 
 async def spend(

@@ -33,6 +33,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "storage",
         "pricing",
     ),
+    # The demo wires the whole product (like app.py) in front of its simulated upstream.
+    "proxy/demo": ("proxy", "storage", "pricing"),
 }
 OURS = ("proxy", "storage", "pricing")
 

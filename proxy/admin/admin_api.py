@@ -14,7 +14,6 @@ Money leaves as exact decimal strings; bad parameters get an OpenAI-shaped 400.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -23,15 +22,10 @@ import orjson
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.admin.cursor import CursorError, decode_cursor, encode_cursor
+from proxy.admin.report_query import load_report as load_report  # re-exported: /meter/spend
 from proxy.admin.reporting import (
-    METRICS,
-    RejectedSpend,
     ReportError,
-    SpendReport,
-    SpendRow,
-    Totals,
-    Window,
-    build_report,
     iso,
     money,
     parse_by,
@@ -42,8 +36,8 @@ from proxy.admin.reporting import (
     to_table,
 )
 from proxy.http.errors import bad_request
-from storage.queries import fetch_records, spend
-from storage.rejected import rejected_totals
+from proxy.teams.attribution import MAX_TAGS, TagsError, parse_tags
+from storage.queries import fetch_records
 
 Clock = Callable[[], datetime]
 
@@ -51,42 +45,34 @@ ADMIN_ENGINE_KEY: Final = web.AppKey("meter_admin_engine", AsyncEngine)
 ADMIN_CLOCK_KEY: Final[web.AppKey[Clock]] = web.AppKey("meter_admin_clock")
 
 RECORDS_DEFAULT_LIMIT: Final = 100
-RECORDS_MAX_LIMIT: Final = 1000
+RECORDS_MAX_LIMIT: Final = 1000  # a larger limit is clamped to this; "next" fetches the rest
+
+# The query parameters each endpoint knows; anything else is a 400 naming it (a typo such as
+# ``?tem=`` must not silently return everything).
+SPEND_PARAMETERS: Final = frozenset({"since", "until", "by", "format", "team", "model"})
+RECORDS_PARAMETERS: Final = frozenset({"limit", "since", "until", "team", "model", "tag", "cursor"})
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def load_report(
-    engine: AsyncEngine,
-    window: Window,
-    by: tuple[str, ...],
-    *,
-    team: str | None = None,
-    model: str | None = None,
-) -> SpendReport:
-    """Query the ledger and shape the report (shared by the CLI and ``/meter/spend``)."""
-    filters = {name: value for name, value in (("team", team), ("model", model)) if value}
-    groups = await spend(engine, since=window.since, until=window.until, by=by, filters=filters)
-    rows = (
-        SpendRow(
-            tuple(group[dim] for dim in by),
-            Totals(**{name: group[name] for name in METRICS}),
-        )
-        for group in groups
-        if group["requests"]
-    )
-    report = build_report(window, by, rows)
-    if model is None:  # dead-lettered records: shown beside the report (they have no model column)
-        count, cost = await rejected_totals(engine, window.since, window.until, team=team)
-        if count:
-            report = replace(report, rejected=RejectedSpend(requests=count, cost_usd=cost))
-    return report
-
-
 def _clock(request: web.Request) -> Clock:
     return request.app.get(ADMIN_CLOCK_KEY, utc_now)
+
+
+def unknown_parameters(query: Mapping[str, str], known: frozenset[str]) -> web.Response | None:
+    """A 400 naming every query parameter not in ``known`` (None when all are known)."""
+    unknown = sorted({name for name in query if name not in known})
+    if not unknown:
+        return None
+    names = ", ".join(repr(name[:64]) for name in unknown[:10])
+    return bad_request(
+        f"unknown query parameter{'s' if len(unknown) > 1 else ''} {names}; "
+        f"this endpoint takes {', '.join(sorted(known))}",
+        code="unknown_parameter",
+        param=unknown[0][:64],
+    )
 
 
 def _optional(query: Mapping[str, str], name: str) -> str | None:
@@ -97,6 +83,8 @@ def _optional(query: Mapping[str, str], name: str) -> str | None:
 async def spend_handler(request: web.Request) -> web.StreamResponse:
     """``?since=&until=&by=team,model&format=json|csv|table&team=&model=``"""
     query = request.query
+    if (unknown := unknown_parameters(query, SPEND_PARAMETERS)) is not None:
+        return unknown
     fmt = query.get("format", "json")
     if fmt not in ("json", "csv", "table"):
         return bad_request(f"format must be json, csv or table, not {fmt!r}", code="invalid_format")
@@ -134,32 +122,75 @@ def record_json(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_tag_filters(values: list[str]) -> dict[str, str]:
+    """``tag=env=prod`` (repeatable, or ``tag=env=prod,feature=search``): rows must carry every
+    one of these tags with exactly that value. Same grammar and bounds as ``X-Meter-Tags``."""
+    tags: dict[str, str] = {}
+    for raw in values:
+        try:
+            parsed = parse_tags(raw)
+        except TagsError as exc:
+            raise ReportError(f"tag filter {raw[:80]!r}: {exc}") from None
+        if not parsed:
+            raise ReportError("tag filter is empty: use tag=KEY=VALUE")
+        for key, value in parsed.items():
+            if tags.get(key, value) != value:
+                raise ReportError(f"tag filter names {key!r} twice with different values")
+            tags[key] = value
+    if len(tags) > MAX_TAGS:
+        raise ReportError(f"at most {MAX_TAGS} tag filters")
+    return tags
+
+
 async def records_handler(request: web.Request) -> web.StreamResponse:
-    """``?limit=100&since=&until=&team=&model=`` -> ``{"records": [newest first]}``"""
+    """``?limit=100&since=&until=&team=&model=&tag=KEY=VALUE&cursor=`` ->
+    ``{"records": [newest first], "limit": N, "next": cursor | null}``.
+
+    Order is ``(started_at, id)`` descending; ``next`` (when there are more rows) is passed back as
+    ``cursor`` with the same filters. ``limit`` above 1000 is clamped to 1000 (the response says
+    the limit used); ``next`` reaches the rest.
+    """
     query = request.query
+    if (unknown := unknown_parameters(query, RECORDS_PARAMETERS)) is not None:
+        return unknown
     raw_limit = query.get("limit", str(RECORDS_DEFAULT_LIMIT))
     try:
         limit = int(raw_limit)
     except ValueError:
-        return bad_request(f"limit must be an integer, not {raw_limit!r}", code="invalid_limit")
+        return bad_request(
+            f"limit must be an integer, not {raw_limit[:40]!r}", code="invalid_limit", param="limit"
+        )
     if limit < 1:
-        return bad_request("limit must be at least 1", code="invalid_limit")
+        return bad_request("limit must be at least 1", code="invalid_limit", param="limit")
     limit = min(limit, RECORDS_MAX_LIMIT)
     now = _clock(request)()
     try:
         since = parse_instant(query["since"], now) if _optional(query, "since") else None
         until = parse_instant(query["until"], now) if _optional(query, "until") else None
+        tags = parse_tag_filters(query.getall("tag", []))
     except ReportError as exc:
         return bad_request(str(exc), code="invalid_report_parameter")
-    records = await fetch_records(
+    before = None
+    if "cursor" in query:
+        try:
+            before = decode_cursor(query["cursor"])
+        except CursorError as exc:
+            return bad_request(str(exc), code="invalid_cursor", param="cursor")
+    rows = await fetch_records(
         request.app[ADMIN_ENGINE_KEY],
-        limit=limit,
+        limit=limit + 1,
         since=since,
         until=until,
         team=_optional(query, "team"),
         model=_optional(query, "model"),
+        tags=tags,
+        before=before,
     )
-    body = orjson.dumps({"records": [record_json(r) for r in records]})
+    page = rows[:limit]
+    following = encode_cursor(page[-1]["started_at"], page[-1]["id"]) if len(rows) > limit else None
+    body = orjson.dumps(
+        {"records": [record_json(r) for r in page], "limit": limit, "next": following}
+    )
     return web.Response(body=body, content_type="application/json")
 
 

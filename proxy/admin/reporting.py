@@ -121,6 +121,11 @@ def resolve_window(since: str | None, until: str | None, now: datetime) -> Windo
     return Window(start, end)
 
 
+def _to_second(moment: datetime) -> str:
+    """For a human header: UTC to the second (the JSON keeps every microsecond)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def iso(moment: datetime) -> str:
     """UTC ISO-8601 with a ``Z``; microseconds only when there are some."""
     text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
@@ -218,34 +223,55 @@ def build_report(window: Window, by: tuple[str, ...], rows: Iterable[SpendRow]) 
 # ---------------------------------------------------------------- formats
 
 
-def money(value: Decimal) -> str:
-    """Exact decimal string with at least 6 places (``0.002340``), more when the value has them."""
-    places = -value.normalize().as_tuple().exponent  # type: ignore[operator]
-    if places <= 6:
+MIN_MONEY_PLACES: Final = 6
+
+
+def money(value: Decimal, places: int | None = None) -> str:
+    """Exact decimal string. With ``places`` (a report's :func:`money_places`): exactly that many
+    decimal places. Without: at least 6 (``0.002340``), more when the value has them."""
+    if places is not None:
+        return f"{value.quantize(Decimal(1).scaleb(-places)):f}"
+    exact = -value.normalize().as_tuple().exponent  # type: ignore[operator]
+    if exact <= MIN_MONEY_PLACES:
         return f"{value.quantize(Decimal('0.000001')):f}"
     return f"{value.normalize():f}"
 
 
-def _metrics_json(totals: Totals) -> dict[str, Any]:
+def money_places(values: Iterable[Decimal]) -> int:
+    """One number of decimal places for every money value of a report: at least 6, and as many as
+    its most precise value needs (so each stays exact; the ledger keeps at most 10)."""
+    places = MIN_MONEY_PLACES
+    for value in values:
+        if value.is_finite():
+            places = max(places, -value.normalize().as_tuple().exponent)  # type: ignore[operator]
+    return places
+
+
+def report_places(report: SpendReport) -> int:
+    return money_places([*(row.totals.cost_usd for row in report.rows), report.total.cost_usd])
+
+
+def _metrics_json(totals: Totals, places: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in METRICS:
         value = getattr(totals, name)
-        out[name] = money(value) if name == "cost_usd" else value
+        out[name] = money(value, places) if name == "cost_usd" else value
     return out
 
 
 def to_json_obj(report: SpendReport) -> dict[str, Any]:
+    places = report_places(report)
     rows = []
     for row in report.rows:
         item: dict[str, Any] = dict(zip(report.by, row.group, strict=True))
-        item.update(_metrics_json(row.totals))
+        item.update(_metrics_json(row.totals, places))
         rows.append(item)
     out: dict[str, Any] = {
         "since": iso(report.window.since),
         "until": iso(report.window.until),
         "by": list(report.by),
         "rows": rows,
-        "total": _metrics_json(report.total),
+        "total": _metrics_json(report.total, places),
     }
     if report.rejected is not None:  # present only when records were dead-lettered
         out["rejected"] = {
@@ -259,20 +285,24 @@ def to_json(report: SpendReport) -> bytes:
     return orjson.dumps(to_json_obj(report), option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def _cells(totals: Totals) -> list[str]:
-    return [money(totals.cost_usd) if m == "cost_usd" else str(getattr(totals, m)) for m in METRICS]
+def _cells(totals: Totals, places: int) -> list[str]:
+    return [
+        money(totals.cost_usd, places) if m == "cost_usd" else str(getattr(totals, m))
+        for m in METRICS
+    ]
 
 
 def to_csv(report: SpendReport) -> str:
     """Header, one line per row, then a ``TOTAL`` line (first group column) when grouped."""
+    places = report_places(report)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*report.by, *METRICS])
     for row in report.rows:
-        writer.writerow([*("" if v is None else v for v in row.group), *_cells(row.totals)])
+        writer.writerow([*("" if v is None else v for v in row.group), *_cells(row.totals, places)])
     if report.by or not report.rows:
         label = [TOTAL_LABEL, *([""] * (len(report.by) - 1))] if report.by else []
-        writer.writerow([*label, *_cells(report.total)])
+        writer.writerow([*label, *_cells(report.total, places)])
     return buffer.getvalue()
 
 
@@ -281,15 +311,19 @@ def to_table(report: SpendReport) -> str:
 
     Ungrouped, the one line is the total itself.
     """
+    places = report_places(report)
     by = report.by or ("",)
     groups = len(by)
     headings = [*by, *(_TABLE_HEADINGS[m] for m in METRICS)]
     body = (
-        [[*("-" if v is None else v for v in r.group), *_cells(r.totals)] for r in report.rows]
+        [
+            [*("-" if v is None else v for v in r.group), *_cells(r.totals, places)]
+            for r in report.rows
+        ]
         if report.by
         else []
     )
-    total = [TOTAL_LABEL, *([""] * (groups - 1)), *_cells(report.total)]
+    total = [TOTAL_LABEL, *([""] * (groups - 1)), *_cells(report.total, places)]
     widths = [len(h) for h in headings]
     for line in [*body, total]:
         widths = [max(w, len(cell)) for w, cell in zip(widths, line, strict=True)]
@@ -301,7 +335,10 @@ def to_table(report: SpendReport) -> str:
         ]
         return "  ".join(parts).rstrip()
 
-    title = f"spend {iso(report.window.since)} .. {iso(report.window.until)} (until exclusive)"
+    title = (
+        f"spend {_to_second(report.window.since)} .. {_to_second(report.window.until)} "
+        "(until exclusive)"
+    )
     lines = [title, line_of(headings), "  ".join("-" * w for w in widths)]
     lines.extend(line_of(line) for line in body)
     if body:

@@ -8,25 +8,28 @@ The database URL comes from ``--database-url`` > ``OPENAI_METER_DATABASE_URL`` >
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+if TYPE_CHECKING:  # imported when the command runs, not for --help
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-from proxy.config import ConfigError, load_settings
-from proxy.settings import Settings
-from storage.engine import create_engine
-from storage.migrate import current_revision, head_revision, upgrade
-from storage.rejected import list_rejected, rejected_totals, retry_rejected
-from storage.retention import cutoff, prune
-from storage.urls import describe, to_async_url
+    from proxy.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser("db", help="Manage the ledger database (migrations, retention)")
+    parser = subparsers.add_parser(
+        "db",
+        help="Manage the ledger database (migrations, retention)",
+        description=(
+            "The ledger database: 'upgrade' migrates it to the newest schema (serve does so on "
+            "start unless --no-db-upgrade), 'current' shows its schema revision, 'prune' deletes "
+            "raw rows older than the retention window (the daily rollups are kept). The URL comes "
+            "from --database-url > OPENAI_METER_DATABASE_URL > --config (database.url) > "
+            "sqlite:///openai-meter.db."
+        ),
+    )
     actions = parser.add_subparsers(dest="db_command", metavar="ACTION", required=True)
 
     up = actions.add_parser("upgrade", help="Migrate the ledger database to the newest schema")
@@ -77,6 +80,8 @@ def _common(parser: argparse.ArgumentParser, default: Any = None) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from proxy.config import load_settings
+
     return load_settings(
         config_path=args.config,
         environ=os.environ,
@@ -85,6 +90,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _run(args: argparse.Namespace, action: str) -> int:
+    import asyncio
+
+    from proxy.config import ConfigError
+    from storage.urls import describe, to_async_url
+
     try:
         settings = _settings(args)
         url = describe(to_async_url(settings.database.url))
@@ -98,6 +108,13 @@ def _run(args: argparse.Namespace, action: str) -> int:
 
 
 async def _main(action: str, settings: Settings, args: argparse.Namespace, url: str) -> int:
+    from datetime import UTC, datetime
+
+    from storage.engine import create_engine
+    from storage.migrate import current_revision, head_revision, upgrade
+    from storage.rejected import retry_rejected
+    from storage.retention import cutoff, prune
+
     engine = create_engine(settings.database.url)
     try:
         if action == "upgrade":
@@ -136,6 +153,8 @@ async def _main(action: str, settings: Settings, args: argparse.Namespace, url: 
 
 
 async def _print_rejected(engine: AsyncEngine, url: str, limit: int) -> None:
+    from storage.rejected import list_rejected, rejected_totals
+
     rows = await list_rejected(engine, limit=limit)
     count, cost = await rejected_totals(engine)
     print(f"ledger at {url}: {count} rejected records, known cost {cost} USD")

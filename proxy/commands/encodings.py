@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from proxy.usage.encodings import BUNDLED, Encodings, EncodingUnavailable, read_bundled
-
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
@@ -42,6 +40,8 @@ def cache_file_name(url: str) -> str:
 
 def seed(cache_dir: Path | None) -> list[str]:
     """Verify, load and optionally write every bundled encoding; returns lines describing it."""
+    from proxy.usage.encodings import BUNDLED, Encodings, read_bundled
+
     lines: list[str] = []
     registry = Encodings()
     for name, (url, expected) in BUNDLED.items():
@@ -67,6 +67,8 @@ def seed(cache_dir: Path | None) -> list[str]:
 
 
 def _seed(args: argparse.Namespace) -> int:
+    from proxy.usage.encodings import EncodingUnavailable
+
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     try:
         for line in seed(cache_dir):

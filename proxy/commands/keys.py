@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from proxy.config import ConfigError, load_settings
-from proxy.settings import Settings
-from proxy.teams.attribution import key_fingerprint
-from proxy.teams.virtual_keys import key_hash, new_key, new_key_id
-from storage.engine import create_engine
-from storage.migrate import upgrade
-from storage.virtual_keys import VirtualKeyRow, insert_key, list_keys, revoke_key
+if TYPE_CHECKING:  # imported when the command runs, not for --help
+    from proxy.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    parser = subparsers.add_parser("keys", help="key fingerprints and virtual keys")
+    parser = subparsers.add_parser(
+        "keys",
+        help="key fingerprints and virtual keys",
+        description=(
+            "'fingerprint' prints the sha256: fingerprint of an API key read on stdin (what "
+            "teams.<name>.keys lists; raw keys never go in the config). 'create', 'list' and "
+            "'revoke' manage virtual keys (sk-meter-...): with virtual_keys.enabled the proxy "
+            "attributes a call to the key's team and swaps the key for upstream.api_key. Keys "
+            "are stored as hashes; a created key is shown once."
+        ),
+    )
     actions = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
     fingerprint = actions.add_parser(
@@ -31,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     fingerprint.set_defaults(func=_fingerprint)
 
     create = actions.add_parser("create", help="issue a virtual key (sk-meter-...) for a team")
-    create.add_argument("--team", required=True)
+    create.add_argument(
+        "--team",
+        required=True,
+        help="the team its calls are attributed to (a name under teams: in the config)",
+    )
     create.add_argument("--description", help="what the key is for (shown by list)")
     _database_flags(create)
     create.set_defaults(func=_run(_create))
@@ -55,6 +61,8 @@ def _database_flags(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """CLI flag > environment > config file > default."""
+    from proxy.config import load_settings
+
     return load_settings(
         config_path=args.config,
         environ=os.environ,
@@ -63,6 +71,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
+    from proxy.teams.attribution import key_fingerprint
+
     key = sys.stdin.readline().strip()
     if key.lower().startswith("bearer "):
         key = key[len("bearer ") :].strip()
@@ -75,6 +85,10 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 def _run(action: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        import asyncio
+
+        from proxy.config import ConfigError
+
         try:
             settings = settings_from(args)
             code: int = asyncio.run(_with_engine(settings, action, args))
@@ -87,6 +101,9 @@ def _run(action: Any) -> Any:
 
 
 async def _with_engine(settings: Settings, action: Any, args: argparse.Namespace) -> int:
+    from storage.engine import create_engine
+    from storage.migrate import upgrade
+
     engine = create_engine(settings.database.url)
     try:
         if settings.database.auto_upgrade:
@@ -98,6 +115,10 @@ async def _with_engine(settings: Settings, action: Any, args: argparse.Namespace
 
 
 async def _create(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from proxy.teams.attribution import key_fingerprint
+    from proxy.teams.virtual_keys import key_hash, new_key, new_key_id
+    from storage.virtual_keys import VirtualKeyRow, insert_key
+
     if args.team not in settings.teams:
         print(
             f"warning: team {args.team!r} is not configured under teams: (budgets and metrics "
@@ -127,6 +148,10 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 async def _list(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from storage.virtual_keys import list_keys
+
     rows = await list_keys(engine, include_revoked=not args.active)
     items = [
         {
@@ -151,6 +176,8 @@ async def _list(engine: Any, settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _revoke(engine: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from storage.virtual_keys import revoke_key
+
     if await revoke_key(engine, args.id, datetime.now(UTC)):
         print(f"revoked {args.id}")
         return 0

@@ -17,14 +17,21 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import orjson
+if TYPE_CHECKING:  # imported when the command runs, not for --help
+    from pricing.book import PriceBook
 
-from pricing.book import PriceBook
-from pricing.check import CheckUnavailable, compare
-from pricing.listing import price_list
-from proxy.config import ConfigError, load_settings
+DESCRIPTION = (
+    "List the prices in effect on a date for this deployment: every model, or what MODEL resolves "
+    "to (a dated snapshot or an ft: name works). The shipped catalog is shown with the "
+    "configuration's pricing.overrides, discount_percent and model_discount_percent applied, read "
+    "the way 'serve' reads them (--config or OPENAI_METER_CONFIG, then OPENAI_METER_PRICING__* "
+    "environment variables). Configured prices are marked with the price_ref suffix the ledger "
+    "gets: +override for a negotiated price, -N% for a discount on the total.\n\n"
+    "'openai-meter prices check' compares the catalog with the genai-prices package "
+    "(pip install 'openai-meter[check]') and prints where they disagree (exit 1 if they do)."
+)
 
 _TABLE_DIMENSIONS = ("input", "cached_input", "cache_write", "output")
 
@@ -33,14 +40,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subparsers.add_parser(
         "prices",
         help="show the price catalog (or 'prices check' to compare it with genai-prices)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=DESCRIPTION,
+        formatter_class=_ParagraphsFormatter,
     )
     parser.add_argument(
         "model", nargs="?", help="model, snapshot or ft: name; the word 'check' runs the comparison"
     )
     parser.add_argument(
         "--at",
+        metavar="DATE",
         type=parse_day,
         default=None,
         help="date (YYYY-MM-DD or ISO timestamp); default today (UTC)",
@@ -54,11 +62,24 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(func=run)
 
 
+class _ParagraphsFormatter(argparse.HelpFormatter):
+    """Wraps each paragraph of the description to the terminal; keeps blank lines between them."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            super(_ParagraphsFormatter, self)._fill_text(part, width, indent)
+            for part in text.split("\n\n")
+        )
+
+
 def configured_book(config_path: str | None, environ: Mapping[str, str]) -> PriceBook:
     """The price book ``serve`` would build: catalog + ``pricing`` settings (file < environment).
 
     Raises :class:`ConfigError` (bad file or key) or ``ValueError`` (bad override or discount).
     """
+    from pricing.book import PriceBook
+    from proxy.config import load_settings
+
     pricing = load_settings(config_path=config_path, environ=environ).pricing
     return PriceBook.load(
         overrides=pricing.overrides,
@@ -84,6 +105,9 @@ def run(
     out: TextIO | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
+    from pricing.listing import price_list
+    from proxy.config import ConfigError
+
     out = out or sys.stdout
     day: date = args.at or datetime.now(UTC).date()
     if book is None:
@@ -101,6 +125,8 @@ def run(
         print(f"openai-meter prices: no price for {args.model!r} on {day}", file=sys.stderr)
         return 1
     if args.format == "json":
+        import orjson
+
         out.write(
             orjson.dumps(
                 {"at": day.isoformat(), "prices": items}, option=orjson.OPT_INDENT_2
@@ -183,6 +209,10 @@ def render_table(items: list[dict[str, Any]], day: date) -> str:
 
 
 def _check(book: PriceBook, day: date, fmt: str, out: TextIO) -> int:
+    import orjson
+
+    from pricing.check import CheckUnavailable, compare
+
     at = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
     try:
         result = compare(book, at)

@@ -1,20 +1,24 @@
-"""``openai-meter report``: spend from the ledger, grouped, as a table, CSV or JSON."""
+"""``openai-meter report``: spend from the ledger, grouped, as a table, CSV or JSON.
+
+Imports what it needs when it runs (no aiohttp, no tiktoken): ``--help`` and a report over a small
+ledger stay well under a second. A URL with no ledger is said so; nothing is created.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.admin.admin_api import load_report
-from proxy.admin.reporting import FORMATS, ReportError, Window, parse_by, render, resolve_window
-from proxy.config import ConfigError, load_settings
-from storage.engine import create_engine
+if TYPE_CHECKING:
+    from proxy.admin.reporting import Window
 
 DATABASE_URL_ENV = "OPENAI_METER_DATABASE_URL"
+FORMATS = ("table", "csv", "json")  # == proxy.admin.reporting.FORMATS (checked by a test)
+
+
+class NoLedger(Exception):
+    """The database URL has no ledger (no SQLite file, or no ``usage_records`` table)."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -46,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def database_url(args: argparse.Namespace) -> str:
     """CLI flag > environment > config file > default."""
+    import os
+
+    from proxy.config import load_settings
+
     settings = load_settings(
         config_path=args.config,
         environ=os.environ,
@@ -55,6 +63,13 @@ def database_url(args: argparse.Namespace) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from proxy.admin.reporting import ReportError, parse_by, resolve_window
+    from proxy.config import ConfigError
+    from storage.urls import masked, problem
+
     try:
         window = resolve_window(args.since, args.until, datetime.now(UTC))
         by = parse_by(args.by)
@@ -68,16 +83,38 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     try:
         text = asyncio.run(_report(url, args, window, by))
+    except NoLedger as exc:
+        print(f"openai-meter report: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a URL that is not one the ledger can use
+        print(f"openai-meter report: database.url {masked(url)}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:  # the user needs one line, not a traceback
-        print(f"openai-meter report: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"openai-meter report: ledger at {masked(url)}: {problem(exc, url)}", file=sys.stderr)
         return 1
     sys.stdout.write(text)
     return 0
 
 
 async def _report(url: str, args: argparse.Namespace, window: Window, by: tuple[str, ...]) -> str:
+    from proxy.admin.report_query import load_report
+    from proxy.admin.reporting import render
+    from storage.engine import create_engine
+    from storage.queries import has_ledger
+    from storage.urls import masked, sqlite_file
+
+    path = sqlite_file(url)
+    where = f"{masked(url)} ({path})" if path is not None else masked(url)
+    missing = (
+        f"no ledger at {where}: the proxy creates it on its first start (or run "
+        "'openai-meter db upgrade'); nothing was created"
+    )
+    if path is not None and not path.is_file():
+        raise NoLedger(missing)
     engine = create_engine(url)
     try:
+        if not await has_ledger(engine):
+            raise NoLedger(missing)
         report = await load_report(engine, window, by, team=args.team, model=args.model)
     finally:
         await engine.dispose()

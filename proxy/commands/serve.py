@@ -1,19 +1,20 @@
-"""``openai-meter serve`` -- run the proxy until SIGTERM/SIGINT, then drain and exit 0."""
+"""``openai-meter serve`` -- run the proxy until SIGTERM/SIGINT, then drain and exit 0.
+
+Start order: settings -> bind the listen address -> build the app -> open the ledger -> "listening".
+A port in use is one line before anything is created; a database that cannot be opened is one line
+naming its URL (password masked), exit 2. Heavy imports happen in :func:`run`, not at import time
+(``openai-meter --help`` stays fast).
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from proxy.config import ConfigError, load_settings
-from proxy.settings import Settings
-
-log = logging.getLogger("openai_meter.serve")
+if TYPE_CHECKING:
+    from proxy.settings import Settings
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -36,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--upstream",
         metavar="URL",
-        help="upstream API origin (upstream.url, default https://api.openai.com)",
+        help="upstream API origin (upstream.url, default https://api.openai.com; a base URL "
+        "ending in /v1, as in OPENAI_BASE_URL, is accepted: the /v1 is dropped)",
     )
     parser.add_argument(
         "--database-url",
@@ -46,12 +48,15 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument(
         "--no-db-upgrade",
         action="store_true",
-        help="do not run the ledger's migrations on start (database.auto_upgrade=false)",
+        help="do not run the ledger's migrations on start (database.auto_upgrade=false); the "
+        "proxy then starts even if the database does not answer, and /readyz says so",
     )
     parser.set_defaults(func=run)
 
 
 def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> Settings:
+    from proxy.config import load_settings
+
     return load_settings(
         config_path=args.config,
         environ=os.environ if environ is None else environ,
@@ -69,16 +74,30 @@ def settings_from_args(args: argparse.Namespace, environ: dict[str, str] | None 
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxy.config import ConfigError
+
     try:
         settings = settings_from_args(args)
     except ConfigError as exc:
         print(f"openai-meter: {exc}", file=sys.stderr)
         return 2
 
-    from proxy.app import StartupError, create_app
+    import asyncio
+    import logging
+    import signal
+
+    from proxy.app import SERVER_KWARGS, StartupError, create_app
+    from proxy.http.server import BindError, bind, bound_port, format_address, serve
     from proxy.observe.logs import configure_logging
 
+    log = logging.getLogger("openai_meter.serve")
     configure_logging(settings.logging)
+    try:
+        sockets = bind(settings.listen.host, settings.listen.port)
+    except BindError as exc:
+        print(f"openai-meter: {exc}", file=sys.stderr)
+        return 2
+    address = format_address(settings.listen.host, bound_port(sockets))
     if settings.admin.token is None and settings.listen.host not in (
         "127.0.0.1",
         "localhost",
@@ -88,26 +107,35 @@ def run(args: argparse.Namespace) -> int:
             "admin.token is not set: /meter/* is open to anyone who can reach %s",
             settings.listen.host,
         )
-    try:
-        # The ledger is migrated to head on start (unless database.auto_upgrade is false).
+
+    def started() -> None:
+        log.info(
+            "openai-meter listening on %s, forwarding /v1/ to %s", address, settings.upstream.url
+        )
+
+    async def main() -> None:
+        # The ledger is opened (and migrated unless database.auto_upgrade is false) on start.
         app = create_app(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(
+            app,
+            sockets,
+            stop=stop,
+            shutdown_timeout=settings.server.shutdown_grace_s,
+            on_started=started,
+            **SERVER_KWARGS,
+        )
+
+    try:
+        asyncio.run(main())
     except StartupError as exc:
         print(f"openai-meter: {exc}", file=sys.stderr)
         return 2
-    log.info(
-        "openai-meter listening on %s:%s, forwarding /v1/ to %s",
-        settings.listen.host,
-        settings.listen.port,
-        settings.upstream.url,
-    )
-    web.run_app(
-        app,
-        host=settings.listen.host,
-        port=settings.listen.port,
-        shutdown_timeout=settings.server.shutdown_grace_s,
-        print=None,
-        handler_cancellation=True,
-        access_log=None,
-    )
+    finally:
+        for sock in sockets:
+            sock.close()
     log.info("openai-meter stopped")
     return 0

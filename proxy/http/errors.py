@@ -66,8 +66,8 @@ def not_found(path: str) -> web.Response:
     return error_response(404, f"Not found: {path}", "invalid_request_error", code="not_found")
 
 
-def bad_request(message: str, *, code: str | None = None) -> web.Response:
-    return error_response(400, message, "invalid_request_error", code=code)
+def bad_request(message: str, *, code: str | None = None, param: str | None = None) -> web.Response:
+    return error_response(400, message, "invalid_request_error", code=code, param=param)
 
 
 def unauthorized(message: str) -> web.Response:
