@@ -44,11 +44,20 @@ from proxy.observe.metrics import Metrics, MetricsStage
 from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
 from proxy.settings import Settings, UpstreamSettings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
-from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
+from proxy.teams.budgets import (
+    BudgetStage,
+    BudgetTracker,
+    Clock,
+    Limit,
+    limits_from_settings,
+    utc_now,
+)
 from proxy.teams.virtual_keys import VirtualKeyCache
+from proxy.usage.ceiling import CostCeiling
 from proxy.usage.dedupe import LayeredDedupe
 from proxy.usage.encodings import Encodings
 from proxy.usage.meter import UsageMeter
+from storage.budget_counters import SharedReservations
 from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
 from storage.virtual_keys import active_teams_by_hash
@@ -213,6 +222,21 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     return app
 
 
+async def _shared_reservations(
+    settings: Settings, dialect: str, limits: list[Limit]
+) -> SharedReservations | None:
+    """Budget reservations shared by every replica: PostgreSQL and a team with a block limit."""
+    if not settings.budgets.shared_reservations or dialect != "postgresql":
+        return None
+    if not any(limit.action == "block" for limit in limits):
+        return None
+    try:
+        return await SharedReservations.connect(settings.database.url)
+    except Exception:
+        log.exception("shared budget reservations unavailable; each replica reserves alone")
+        return None
+
+
 def _metering_ctx(
     settings: Settings,
     book: PriceBook,
@@ -233,12 +257,20 @@ def _metering_ctx(
                 keys = VirtualKeyCache(
                     lambda: active_teams_by_hash(engine), settings.upstream.api_key
                 )
+            limits = limits_from_settings(settings.teams)
+            shared = await _shared_reservations(settings, engine.dialect.name, limits)
             tracker = BudgetTracker(
-                limits_from_settings(settings.teams),
+                limits,
                 lambda t, w, u: spent_by_team(engine, t, w, u),
                 timezone=settings.budgets.timezone,
                 on_gauge=metrics.set_budget,
                 clock=clock if clock is not None else utc_now,
+                shared=shared,
+            )
+            ceiling = CostCeiling(
+                book,
+                settings.budgets.max_output_tokens,
+                settings.budgets.model_max_output_tokens,
             )
             encodings = Encodings()
             meter = UsageMeter(
@@ -246,7 +278,11 @@ def _metering_ctx(
                 sinks=[ledger.writer, metrics],
                 encodings=encodings,
                 dedupe=LayeredDedupe(ledger.dedupe),
-                stages=[AttributionStage(teams, keys), BudgetStage(tracker), MetricsStage(metrics)],
+                stages=[
+                    AttributionStage(teams, keys),
+                    BudgetStage(tracker, ceiling),
+                    MetricsStage(metrics),
+                ],
                 inject_stream_usage=settings.metering.inject_stream_usage,
                 on_error=metrics.on_error,
                 # on_estimated stays None: Metrics counts estimates from the records themselves.
@@ -278,6 +314,9 @@ def _metering_ctx(
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
                 await meter.drain()
+                await tracker.drain()
+                if shared is not None:
+                    await shared.close()
         # leaving open_ledger drained the writer (queue + spool replay) and disposed the engine
 
     return ctx

@@ -80,6 +80,12 @@ class TeamSettings(_Section):
 
 class BudgetsSettings(_Section):
     timezone: str = "UTC"
+    # A budgeted call reserves the most it can cost (proxy.usage.ceiling): its output is bounded by
+    # the request's max_tokens-style cap, else by this ceiling (per model, else the default).
+    max_output_tokens: int = Field(default=128_000, gt=0, le=10_000_000)
+    model_max_output_tokens: dict[str, int] = Field(default_factory=dict)
+    # On PostgreSQL, reservations of teams with a block limit are shared by every replica.
+    shared_reservations: bool = True
 
 
 class VirtualKeySettings(_Section):
