@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-MODULES = ("bench.proxy_bench", "bench.meter_bench", "bench.usage_bench", "bench.ledger_bench")
+MODULES = (
+    "bench.proxy_bench",
+    "bench.meter_bench",
+    "bench.usage_bench",
+    "bench.ledger_bench",
+    "bench.budget_bench",
+)
 
 
 def main(argv: list[str]) -> int:

@@ -148,8 +148,9 @@ class SharedReservations:
     one ``ensure`` per missing row, once per period).
 
     It talks to PostgreSQL through its own small asyncpg pool (no SQLAlchemy layer, no pre-ping:
-    ~0.2 ms less per call than the engine's pool; see docs/performance.md). Each statement runs
-    in its own implicit transaction.
+    ~0.2 ms less per call than the engine's pool) with ``synchronous_commit = off`` (a commit does
+    not wait for the WAL flush: 0.2-0.6 ms instead of several ms on a busy disk; see
+    docs/performance.md). Each statement runs in its own implicit transaction.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -166,7 +167,15 @@ class SharedReservations:
         # asyncpg reads the DSN itself (host, port, password, sslmode, ...).
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=max_size, timeout=connect_timeout_s, command_timeout=10
+            dsn,
+            min_size=1,
+            max_size=max_size,
+            timeout=connect_timeout_s,
+            command_timeout=10,
+            # Reservations are short-lived state (the ledger is the record): a commit need not
+            # wait for its WAL flush. Locks and visibility are unchanged (replicas still see each
+            # other at once); a PostgreSQL crash may forget the last ~0.6 s of changes here.
+            server_settings={"synchronous_commit": "off"},
         )
         return cls(pool)
 

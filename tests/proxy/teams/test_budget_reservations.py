@@ -74,9 +74,7 @@ async def burst(stage: BudgetStage, team: str, count: int) -> tuple[list[Exchang
         exchange = call(team, EXPENSIVE_OUTPUT)
         if await stage.on_request(exchange) is None:
             admitted.append(exchange)
-    in_flight = sum(
-        (e.extras["budgets.reservation"].amount for e in admitted), start=Decimal(0)
-    )
+    in_flight = sum((e.extras["budgets.reservation"].amount for e in admitted), start=Decimal(0))
     return admitted, in_flight
 
 
@@ -124,9 +122,10 @@ async def test_reservation_is_the_requests_ceiling_whatever_the_history() -> Non
     assert await stage.on_request(exchange) is None
     held: Any = exchange.extras["budgets.reservation"]
     assert isinstance(held, Reservation)
-    assert held.amount == (
-        Decimal(len(exchange.request_body or b"")) + Decimal(EXPENSIVE_OUTPUT) * 4
-    ) / MILLION
+    assert (
+        held.amount
+        == (Decimal(len(exchange.request_body or b"")) + Decimal(EXPENSIVE_OUTPUT) * 4) / MILLION
+    )
     assert tracker.reserved("search") == held.amount
 
 

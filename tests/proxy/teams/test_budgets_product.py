@@ -41,9 +41,7 @@ async def upstream() -> FakeUpstream:
 
 def budget_sections(database_url: str | None = None) -> dict[str, dict[str, object]]:
     sections: dict[str, dict[str, object]] = {
-        "teams": {
-            "search": {"keys": [key_fingerprint(KEY)], "budget": {"daily_usd": str(LIMIT)}}
-        }
+        "teams": {"search": {"keys": [key_fingerprint(KEY)], "budget": {"daily_usd": str(LIMIT)}}}
     }
     if database_url is not None:
         sections["database"] = {"url": database_url}

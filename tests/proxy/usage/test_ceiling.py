@@ -53,7 +53,11 @@ CEILING = CostCeiling(FakePricer(), max_output_tokens=100_000)
 
 def test_input_bounded_by_body_bytes_output_by_the_request_cap() -> None:
     for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-        body = {"model": "gpt-4o-mini", field: 1000, "messages": [{"role": "user", "content": "hi"}]}
+        body = {
+            "model": "gpt-4o-mini",
+            field: 1000,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
         exchange = exchange_for(body)
         size = len(orjson.dumps(body))
         assert CEILING.usage(exchange) == Usage(input_tokens=size, output_tokens=1000)
@@ -99,9 +103,7 @@ def test_images_and_speech_reserve_what_the_request_asks_for() -> None:
     usage = CEILING.usage(exchange_for(body, "images.generations"))
     assert usage.units == {"image:hd:1024x1792": Decimal(2)}
     speech = {"model": "tts-1", "input": "hello world"}
-    assert CEILING.usage(exchange_for(speech, "audio.speech")).units == {
-        "characters": Decimal(11)
-    }
+    assert CEILING.usage(exchange_for(speech, "audio.speech")).units == {"characters": Decimal(11)}
 
 
 def test_unknown_model_or_no_model_reserves_zero() -> None:
@@ -134,9 +136,7 @@ def test_streamed_or_multipart_bodies_use_content_length() -> None:
         assert request_bytes(exchange) == 4
 
 
-_text = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400
-)
+_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400)
 
 
 @settings(max_examples=150, deadline=None)
