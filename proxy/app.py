@@ -41,7 +41,13 @@ from proxy.http.exchange import MeteringHooks
 from proxy.http.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.http.health import Readiness, healthz, readyz_handler
 from proxy.observe.metrics import Metrics, MetricsStage
-from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
+from proxy.observe.metrics_api import (
+    METRICS_KEY,
+    METRICS_TOKEN_KEY,
+    REGISTRY_KEY,
+    metrics_handler,
+    metrics_server_ctx,
+)
 from proxy.settings import Settings, UpstreamSettings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.teams.budgets import (
@@ -209,9 +215,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
     app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics.token:
+        app[METRICS_TOKEN_KEY] = settings.metrics.token
     if settings.metrics.port is not None:
         app.cleanup_ctx.append(
-            metrics_server_ctx(registry, settings.listen.host, settings.metrics.port)
+            metrics_server_ctx(
+                registry, settings.listen.host, settings.metrics.port, settings.metrics.token
+            )
         )
     app.router.add_get("/meter/spend", spend_handler)
     app.router.add_get("/meter/records", records_handler)

@@ -94,6 +94,8 @@ class VirtualKeySettings(_Section):
 
 class MetricsSettings(_Section):
     port: int | None = Field(default=None, ge=0, le=65535)
+    # When set, /metrics (main and separate port) needs Authorization: Bearer <token>.
+    token: str | None = None
     user_labels: bool = False
     key_labels: bool = False
     usage_tier: Literal["free", "tier1", "tier2", "tier3", "tier4", "tier5"] | None = None
@@ -106,6 +108,11 @@ class LoggingSettings(_Section):
 
 class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # A new connection's first request head must arrive within this (slowloris guard; 0 = off).
+    header_timeout_s: float = Field(default=10.0, ge=0)
+    # A connection waiting for its next request is closed after this (above a load balancer's
+    # own idle timeout, e.g. 60 s, so the balancer closes first). Never cuts a running call.
+    idle_timeout_s: float = Field(default=75.0, gt=0)
 
 
 class Settings(_Section):

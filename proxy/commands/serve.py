@@ -8,9 +8,8 @@ import os
 import sys
 from typing import Any
 
-from aiohttp import web
-
 from proxy.config import ConfigError, load_settings
+from proxy.http.server import run as run_server
 from proxy.settings import Settings
 
 log = logging.getLogger("openai_meter.serve")
@@ -75,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"openai-meter: {exc}", file=sys.stderr)
         return 2
 
-    from proxy.app import StartupError, create_app
+    from proxy.app import SERVER_KWARGS, StartupError, create_app
     from proxy.observe.logs import configure_logging
 
     configure_logging(settings.logging)
@@ -100,14 +99,14 @@ def run(args: argparse.Namespace) -> int:
         settings.listen.port,
         settings.upstream.url,
     )
-    web.run_app(
+    run_server(
         app,
         host=settings.listen.host,
         port=settings.listen.port,
+        header_timeout_s=settings.server.header_timeout_s,
+        idle_timeout_s=settings.server.idle_timeout_s,
         shutdown_timeout=settings.server.shutdown_grace_s,
-        print=None,
-        handler_cancellation=True,
-        access_log=None,
+        **SERVER_KWARGS,
     )
     log.info("openai-meter stopped")
     return 0
