@@ -26,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiohttp import ClientSession, DummyCookieJar, TCPConnector, web
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.book import PriceBook
 from proxy.admin.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
@@ -58,12 +60,14 @@ from proxy.teams.budgets import (
     limits_from_settings,
     utc_now,
 )
+from proxy.teams.notify import BudgetNotifier, NotifyConfigError, Webhook, webhooks_from_settings
 from proxy.teams.virtual_keys import VirtualKeyCache
 from proxy.usage.ceiling import CostCeiling
 from proxy.usage.dedupe import LayeredDedupe
 from proxy.usage.encodings import Encodings
 from proxy.usage.meter import UsageMeter
 from storage.budget_counters import SharedReservations
+from storage.budget_notifications import SqlNotificationStore
 from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
 from storage.virtual_keys import active_teams_by_hash
@@ -165,6 +169,7 @@ def _add_admin_routes(app: web.Application) -> None:
 
 METER_KEY = web.AppKey("meter", UsageMeter)
 LEDGER_KEY = web.AppKey("ledger", Ledger)
+NOTIFIER_KEY = web.AppKey("budget_notifier", BudgetNotifier)
 
 
 class StartupError(ValueError):
@@ -193,7 +198,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
             model_discount_percent=settings.pricing.model_discount_percent,
         )
         teams = TeamDirectory.from_settings(settings.teams)
-    except (ValueError, TeamConfigError) as exc:
+        webhooks = webhooks_from_settings(settings.budgets.notify, os.environ)
+    except (ValueError, TeamConfigError, NotifyConfigError) as exc:
         raise StartupError(str(exc)) from exc
     if settings.virtual_keys.enabled and not settings.upstream.api_key:
         raise StartupError(
@@ -228,7 +234,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     if clock is not None:
         app[ADMIN_CLOCK_KEY] = clock
     # Registered after the upstream session: torn down before it, once in-flight calls finished.
-    app.cleanup_ctx.append(_metering_ctx(settings, book, metrics, registry, teams, clock))
+    app.cleanup_ctx.append(_metering_ctx(settings, book, metrics, registry, teams, clock, webhooks))
     return app
 
 
@@ -247,6 +253,26 @@ async def _shared_reservations(
         return None
 
 
+def _notifier(
+    settings: Settings,
+    webhooks: list[Webhook],
+    engine: AsyncEngine,
+    registry: CollectorRegistry,
+    clock: Clock | None,
+) -> BudgetNotifier | None:
+    """Budget alerts (``budgets.notify``), deduplicated across replicas through the ledger database."""
+    if not webhooks:
+        return None
+    return BudgetNotifier(
+        webhooks,
+        SqlNotificationStore(engine),
+        timezone=settings.budgets.timezone,
+        clock=clock,
+        actions={t: s.budget.action for t, s in settings.teams.items() if s.budget is not None},
+        registry=registry,
+    )
+
+
 def _metering_ctx(
     settings: Settings,
     book: PriceBook,
@@ -254,6 +280,7 @@ def _metering_ctx(
     registry: CollectorRegistry,
     teams: TeamDirectory,
     clock: Clock | None,
+    webhooks: list[Webhook],
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -269,11 +296,13 @@ def _metering_ctx(
                 )
             limits = limits_from_settings(settings.teams)
             shared = await _shared_reservations(settings, engine.dialect.name, limits)
+            notifier = _notifier(settings, webhooks, engine, registry, clock)
             tracker = BudgetTracker(
                 limits,
                 lambda t, w, u: spent_by_team(engine, t, w, u),
                 timezone=settings.budgets.timezone,
                 on_gauge=metrics.set_budget,
+                on_state=notifier.on_state if notifier is not None else None,
                 clock=clock if clock is not None else utc_now,
                 shared=shared,
             )
@@ -301,6 +330,9 @@ def _metering_ctx(
             app[METER_KEY] = meter
             tasks: list[asyncio.Task[None]] = []
             try:
+                if notifier is not None:
+                    app[NOTIFIER_KEY] = notifier
+                    await notifier.start()
                 if keys is not None:
                     await keys.load()
                     tasks.append(asyncio.create_task(keys.run(), name="virtual-keys"))
@@ -324,6 +356,8 @@ def _metering_ctx(
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
                 await meter.drain()
+                if notifier is not None:  # alerts the last records raised get a short grace
+                    await notifier.close(min(settings.server.shutdown_grace_s, 5.0))
                 await tracker.drain()
                 if shared is not None:
                     await shared.close()

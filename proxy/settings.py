@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 class _Section(BaseModel):
@@ -78,8 +78,33 @@ class TeamSettings(_Section):
     budget: BudgetSettings | None = None
 
 
+NotifyEvent = Literal["warn", "exceeded", "reset"]
+NOTIFY_EVENTS: tuple[NotifyEvent, ...] = ("warn", "exceeded", "reset")
+
+
+class WebhookSettings(_Section):
+    """One budget-alert webhook (``budgets.notify[]``). The URL usually carries a secret: give it
+    by ``url_env`` (the name of an environment variable) to keep it out of the file; it is held
+    as a ``SecretStr`` so a printed settings object never shows it."""
+
+    url: SecretStr | None = None
+    url_env: str | None = Field(default=None, min_length=1)
+    format: Literal["json", "slack"] = "json"
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(NOTIFY_EVENTS), min_length=1)
+    timeout_s: float = Field(default=10.0, gt=0, le=300)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookSettings:
+        # The message must not echo the URL (it is a secret); pydantic shows only this text.
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url or url_env")
+        return self
+
+
 class BudgetsSettings(_Section):
     timezone: str = "UTC"
+    notify: list[WebhookSettings] = Field(default_factory=list)
     # A budgeted call reserves the most it can cost (proxy.usage.ceiling): its output is bounded by
     # the request's max_tokens-style cap, else by this ceiling (per model, else the default).
     max_output_tokens: int = Field(default=128_000, gt=0, le=10_000_000)

@@ -123,7 +123,30 @@ virtual_keys = Table(
     Column("revoked_at", UtcDateTime(), nullable=True),
 )
 
-# Shared budget reservations (issue 15, created by revision 0005_budget_reservations). One row per
+# Budget alerts (issue 15, created by revision 0005_budget_notifications): one row per (team, period,
+# period start, event) that some replica claimed -- the primary key makes "insert if absent" decide
+# which replica sends. ``state``: ``claimed`` (sending), ``delivered``, ``failed`` (gave up), or
+# ``implied`` (a warn made moot because the period went straight to exceeded; never sent), or
+# ``recorded`` (no webhook wanted this event; kept because a later reset depends on it).
+budget_notifications = Table(
+    "budget_notifications",
+    metadata,
+    Column("team", String(128), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("period_start", UtcDateTime(), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("claimed_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
+    # The numbers at the crossing, as exact decimal text (any size), so that another replica can
+    # re-send an alert whose claimer died before delivering it.
+    Column("spent_usd", String(64), nullable=True),
+    Column("limit_usd", String(64), nullable=True),
+    Column("warn_at_percent", String(64), nullable=True),
+    PrimaryKeyConstraint("team", "period", "period_start", "event", name="pk_budget_notifications"),
+)
+
+# Shared budget reservations (issue 15, created by revision 0006_budget_reservations). One row per
 # (team, period, period start) with the period's settled spend and the in-flight reservations of
 # every replica, updated in one statement when a call is admitted and when it settles; one row per
 # in-flight call so a replica that died mid-call cannot hold its reservations for ever (swept once

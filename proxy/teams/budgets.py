@@ -53,6 +53,10 @@ SpendSource = Callable[
 ]
 # Gauge callback, e.g. proxy.observe.metrics.Metrics.set_budget(team, period, spent, limit)
 GaugeCallback = Callable[[str, str, Decimal, Decimal | None], None]
+# State callback, e.g. proxy.teams.notify.BudgetNotifier.on_state(team, period, period_start,
+# spent, limit, warn_at_percent): called wherever the gauges are, with the period it belongs to.
+StateCallback = Callable[[str, str, datetime, Decimal, Decimal, Decimal], None]
+
 # The most a call can cost, from its request alone (proxy.usage.ceiling.CostCeiling).
 CostCeiling = Callable[[Exchange], Decimal]
 
@@ -191,6 +195,7 @@ class BudgetTracker:
         settle_s: float = 2.0,
         max_reservation_age_s: float = 3600.0,
         on_gauge: GaugeCallback | None = None,
+        on_state: StateCallback | None = None,
         shared: SharedStore | None = None,
     ) -> None:
         self._limits: dict[str, tuple[Limit, ...]] = {}
@@ -206,6 +211,7 @@ class BudgetTracker:
         self._settle = timedelta(seconds=settle_s)
         self._max_reservation_age_s = max_reservation_age_s
         self._on_gauge = on_gauge
+        self._on_state = on_state
         # Ledger part: spend over [period start, cut) as of the last refresh.
         self._cut: datetime | None = None
         self._ledger: dict[tuple[str, Period], Decimal] = {}
@@ -471,6 +477,12 @@ class BudgetTracker:
             if self._on_gauge is not None:
                 with contextlib.suppress(Exception):
                     self._on_gauge(team, limit.period, spent, limit.amount)
+            if self._on_state is not None:
+                with contextlib.suppress(Exception):
+                    start = self._bounds[limit.period][0]
+                    self._on_state(
+                        team, limit.period, start, spent, limit.amount, limit.warn_at_percent
+                    )
 
     def _announce(self, limit: Limit, spent: Decimal, verdict: Verdict) -> None:
         """Log each (team, period, verdict) once per period."""

@@ -69,6 +69,9 @@ class VirtualKeyCache:
         self._miss_reload_s = miss_reload_s
         self._live: Mapping[str, tuple[str, str]] = {}
         self._loaded_monotonic = float("-inf")
+        # Misses are rate-limited on their own clock: a periodic refresh a moment ago must not
+        # make a key created since then wait for the next one.
+        self._miss_reload_monotonic = float("-inf")
         self._lock = asyncio.Lock()
         self._failing = False
 
@@ -82,7 +85,9 @@ class VirtualKeyCache:
     async def resolve(self, key: str) -> tuple[str, str] | None:
         digest = key_hash(key)
         found = self._live.get(digest)
-        if found is None and time.monotonic() - self._loaded_monotonic >= self._miss_reload_s:
+        now = time.monotonic()
+        if found is None and now - self._miss_reload_monotonic >= self._miss_reload_s:
+            self._miss_reload_monotonic = now
             await self._reload_once()
             found = self._live.get(digest)
         if found is None:

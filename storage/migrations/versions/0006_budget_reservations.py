@@ -1,7 +1,7 @@
 """budget_counters + budget_inflight: budget reservations shared by every replica (issue 15).
 
-Revision ID: 0005_budget_reservations
-Revises: 0004_virtual_keys
+Revision ID: 0006_budget_reservations
+Revises: 0005_budget_notifications
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from storage.types import Money, UtcDateTime
 
-revision = "0005_budget_reservations"
-down_revision: str | None = "0004_virtual_keys"
+revision = "0006_budget_reservations"
+down_revision: str | None = "0005_budget_notifications"
 branch_labels = None
 depends_on = None
 
