@@ -314,9 +314,16 @@ class BudgetTracker:
         shared = windows if admission.admitted else {}
         return self._hold(Reservation(team, amount, time.monotonic(), call_id, shared))
 
-    def settle(self, reservation: Reservation | None, team: str, cost: Decimal | None) -> None:
+    def settle(
+        self,
+        reservation: Reservation | None,
+        team: str,
+        cost: Decimal | None,
+        started_at: datetime | None = None,
+    ) -> None:
         """A call of ``team`` finished (its record arrived): release its reservation and, with a
-        shared store, move it to the real cost there (in the background, retried)."""
+        shared store, move it to the real cost there (in the background, retried). A call that
+        held no shared reservation adds its cost to the periods ``started_at`` falls in."""
         if reservation is not None:
             self.release(reservation)
         if self._shared is None or team not in self._blocking:
@@ -326,9 +333,8 @@ class BudgetTracker:
             windows, call_id = reservation.shared, reservation.call_id
         elif amount > 0:
             # Admitted in memory (store down) or before this process started: count its cost.
-            now = self._clock()
-            self._roll(now)
-            windows, call_id = self._windows(team), ""
+            at = started_at if started_at is not None else self._clock()
+            windows, call_id = self._windows(team, at), ""
         else:
             return
         try:
@@ -361,9 +367,17 @@ class BudgetTracker:
                     return
                 await asyncio.sleep(0.2 * 2**attempt)
 
-    def _windows(self, team: str) -> dict[str, Window]:
+    def _windows(self, team: str, at: datetime | None = None) -> dict[str, Window]:
+        """The team's block periods: the current ones, or those containing ``at``."""
         return {
-            limit.period: Window(*self._bounds[limit.period], limit.amount)
+            limit.period: Window(
+                *(
+                    self._bounds[limit.period]
+                    if at is None
+                    else period_bounds(limit.period, at, self._tz)
+                ),
+                limit.amount,
+            )
             for limit in self._limits[team]
             if limit.action == "block"
         }
@@ -566,5 +580,5 @@ class BudgetStage:
                 self._tracker.release(reservation)
             return
         held = reservation if isinstance(reservation, Reservation) else None
-        self._tracker.settle(held, record.team, record.cost_usd)
+        self._tracker.settle(held, record.team, record.cost_usd, record.started_at)
         self._tracker.record(record.team, record.started_at, record.cost_usd)

@@ -11,13 +11,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import orjson
-from multidict import CIMultiDict
-
-from proxy.http.exchange import Attribution, Exchange
+from proxy.http.exchange import Exchange
 from proxy.teams.budgets import BudgetStage, BudgetTracker, Limit, Reservation
 from proxy.usage.ceiling import CostCeiling
 from tests.support.budget_fakes import FakeClock, FakeLedger
+from tests.support.budget_fakes import chat_exchange as call
 from tests.support.spend_ledger import at, make_record
 from tests.support.usage_fakes import FakePricer
 
@@ -25,27 +23,6 @@ NOON = at("2026-11-17T12:00:00Z")
 LIMIT = Decimal("1.50")
 EXPENSIVE_OUTPUT = 37_500  # x 4.00 / 1M = 0.15
 MILLION = Decimal(1_000_000)
-
-
-def call(team: str, max_tokens: int) -> Exchange:
-    body = {
-        "model": "gpt-4o-mini",
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": "write"}],
-    }
-    raw = orjson.dumps(body)
-    exchange = Exchange(
-        method="POST",
-        path="/v1/chat/completions",
-        query_string="",
-        endpoint="chat.completions",
-        request_headers=CIMultiDict({"Content-Type": "application/json"}),
-        request_body=raw,
-        request_json=body,
-        model_requested="gpt-4o-mini",
-    )
-    exchange.attribution = Attribution(team=team)
-    return exchange
 
 
 def real_cost(output_tokens: int) -> Decimal:
