@@ -176,6 +176,7 @@ class Refusal:
     limit: Limit
     spent: Decimal
     resets_at: datetime
+    reserved: Decimal = _ZERO  # held by calls in flight (what brought spent to the limit)
 
 
 class BudgetTracker:
@@ -271,7 +272,7 @@ class BudgetTracker:
             spent = self._spent(team, limit.period)
             verdict = check(limit, spent + reserved)
             if verdict == "reached" and limit.action == "block":
-                return Refusal(limit, spent, self._bounds[limit.period][1])
+                return Refusal(limit, spent, self._bounds[limit.period][1], reserved)
             if verdict != "ok":
                 self._announce(limit, spent + reserved, verdict)
         return self._hold(Reservation(team, amount, time.monotonic()))
@@ -303,7 +304,7 @@ class BudgetTracker:
                 row = admission.rows.get(limit.period)
                 if limit.action == "block" and row is not None and not row.admitted:
                     self._announce(limit, row.spent + row.reserved, "reached")
-                    return Refusal(limit, row.spent, self._bounds[limit.period][1])
+                    return Refusal(limit, row.spent, self._bounds[limit.period][1], row.reserved)
             # Every row admitted but one was missing twice (a concurrent roll-over): be lenient.
         for limit in self._limits[team]:
             row = admission.rows.get(limit.period)
@@ -531,9 +532,14 @@ def budget_exceeded(refusal: Refusal) -> web.Response:
     """429 in OpenAI's shape; ``x-should-retry: false`` so SDKs do not retry it."""
     limit = refusal.limit
     resets = refusal.resets_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    in_flight = (
+        f" plus {refusal.reserved} USD reserved by calls in flight"
+        if refusal.reserved > 0 and refusal.spent < limit.amount
+        else ""
+    )
     message = (
-        f"Budget exceeded for team {limit.team!r}: {limit.period} spend of {refusal.spent} USD "
-        f"has reached its limit of {limit.amount} USD. It resets at {resets}."
+        f"Budget exceeded for team {limit.team!r}: {limit.period} spend of {refusal.spent} USD"
+        f"{in_flight} has reached its limit of {limit.amount} USD. It resets at {resets}."
     )
     return error_response(
         429,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from proxy.http.exchange import Exchange
 from proxy.teams.budgets import BudgetStage, BudgetTracker, Limit, Reservation
 from proxy.usage.ceiling import CostCeiling
@@ -141,3 +143,14 @@ async def test_teams_without_a_budget_are_not_estimated() -> None:
     assert await stage.on_request(exchange) is None
     stage.on_record(exchange, make_record(NOON, team="nobody", cost="1"))
     assert "budgets.reservation" not in exchange.extras
+
+
+async def test_a_refusal_by_reservations_says_so() -> None:
+    _, stage = setup("search")
+    for _ in range(4):  # 4 x (0.45 + input) held, nothing spent
+        assert await stage.on_request(call("search", EXPENSIVE_OUTPUT * 3)) is None
+    refused = await stage.on_request(call("search", 1))
+    assert refused is not None and refused.status == 429
+    body = orjson.loads(bytes(refused.body))  # type: ignore[arg-type]
+    assert "spend of 0 USD plus 1.80" in body["error"]["message"]
+    assert "reserved by calls in flight" in body["error"]["message"]
