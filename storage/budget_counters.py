@@ -158,9 +158,18 @@ class SharedReservations:
 
     @classmethod
     async def connect(
-        cls, url: str, *, max_size: int = 8, connect_timeout_s: float = 5.0
+        cls,
+        url: str,
+        *,
+        max_size: int = 8,
+        connect_timeout_s: float = 1.0,
+        command_timeout_s: float = 2.0,
     ) -> SharedReservations:
-        """A store on the PostgreSQL database of ``url`` (as users write it); ``close`` it."""
+        """A store on the PostgreSQL database of ``url`` (as users write it); ``close`` it.
+
+        Connections are opened on first use (``min_size=0``): an unreachable database at start
+        is not an error here, each call fails fast instead (short timeouts: a budget check never
+        holds a call for long) and the tracker admits in memory until the database answers."""
         parsed = make_url(url)
         if not parsed.get_backend_name().startswith("postgres"):
             raise ValueError("shared budget reservations need PostgreSQL")
@@ -168,10 +177,10 @@ class SharedReservations:
         dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         pool = await asyncpg.create_pool(
             dsn,
-            min_size=1,
+            min_size=0,
             max_size=max_size,
             timeout=connect_timeout_s,
-            command_timeout=10,
+            command_timeout=command_timeout_s,
             # Reservations are short-lived state (the ledger is the record): a commit need not
             # wait for its WAL flush. Locks and visibility are unchanged (replicas still see each
             # other at once); a PostgreSQL crash may forget the last ~0.6 s of changes here.

@@ -83,6 +83,7 @@ class SharedStore(Protocol):
 _ZERO: Final = Decimal(0)
 _EXTRAS_KEY: Final = "budgets.reservation"
 _SETTLE_ATTEMPTS: Final = 3
+_SHARED_RETRY_S: Final = 1.0  # while the shared store fails, try it again at most this often
 
 
 def utc_now() -> datetime:
@@ -232,6 +233,7 @@ class BudgetTracker:
             team for team, ls in self._limits.items() if any(lim.action == "block" for lim in ls)
         )
         self._shared_failing = False
+        self._shared_retry_at = 0.0
         self._settling: set[asyncio.Task[None]] = set()
 
     # -- queries --------------------------------------------------------------------------------
@@ -285,6 +287,8 @@ class BudgetTracker:
         failing streak: calls are not refused because metering is unhealthy)."""
         if self._shared is None or team not in self._blocking:
             return self.admit(team, amount)
+        if self._shared_failing and time.monotonic() < self._shared_retry_at:
+            return self.admit(team, amount)  # store failing: one call per second tries it
         now = self._clock()
         self._roll(now)
         windows = self._windows(team)
@@ -295,6 +299,7 @@ class BudgetTracker:
             if not self._shared_failing:
                 log.warning("shared budget reservation failed, admitting locally: %r", exc)
             self._shared_failing = True
+            self._shared_retry_at = time.monotonic() + _SHARED_RETRY_S
             return self.admit(team, amount)
         if self._shared_failing:
             log.info("shared budget reservations recovered")

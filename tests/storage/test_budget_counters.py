@@ -140,3 +140,12 @@ async def test_hostile_team_names_are_parameters_not_sql(store: SharedReservatio
 async def test_sqlite_is_not_shared() -> None:
     with pytest.raises(ValueError, match="PostgreSQL"):
         await SharedReservations.connect("sqlite:///x.db")
+
+
+async def test_an_unreachable_database_is_not_an_error_at_start_and_fails_fast() -> None:
+    store = await SharedReservations.connect("postgresql://postgres@127.0.0.1:1/nothing")
+    try:
+        with pytest.raises(OSError):
+            await store.reserve("search", "a", Decimal("0.1"), {"daily": DAY}, LATER)
+    finally:
+        await store.close()

@@ -68,6 +68,7 @@ async def test_store_down_admits_in_memory_logs_once_and_counts_the_cost_later(
     # In memory: the in-flight reservations still limit the burst (0.30 x 4 >= 1.00).
     assert [isinstance(h, Reservation) for h in held] == [True] * 4 + [False]
     assert sum("admitting locally" in r.getMessage() for r in caplog.records) == 1
+    assert store.calls.count("reserve") == 1  # while failing, at most one try per second
     store.fail = False
     for h in held:
         if isinstance(h, Reservation):
