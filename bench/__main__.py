@@ -10,6 +10,7 @@ MODULES = (
     "bench.meter_bench",
     "bench.usage_bench",
     "bench.ledger_bench",
+    "bench.budget_bench",
     "bench.notify_bench",
 )
 

@@ -45,15 +45,30 @@ from proxy.http.forward import Forwarder, MeteringErrorCallback, NullHooks
 from proxy.http.health import Readiness, healthz, readyz_handler
 from proxy.http.upstream_session import open_upstream_session
 from proxy.observe.metrics import Metrics, MetricsStage, ReconcileMetrics
-from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
+from proxy.observe.metrics_api import (
+    METRICS_KEY,
+    METRICS_TOKEN_KEY,
+    REGISTRY_KEY,
+    metrics_handler,
+    metrics_server_ctx,
+)
 from proxy.settings import Settings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
-from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
+from proxy.teams.budgets import (
+    BudgetStage,
+    BudgetTracker,
+    Clock,
+    Limit,
+    limits_from_settings,
+    utc_now,
+)
 from proxy.teams.notify import BudgetNotifier, NotifyConfigError, Webhook, webhooks_from_settings
 from proxy.teams.virtual_keys import VirtualKeyCache
+from proxy.usage.ceiling import CostCeiling
 from proxy.usage.dedupe import LayeredDedupe
 from proxy.usage.encodings import Encodings
 from proxy.usage.meter import UsageMeter
+from storage.budget_counters import SharedReservations
 from storage.budget_notifications import SqlNotificationStore
 from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
@@ -198,9 +213,13 @@ def create_app(
     app[REGISTRY_KEY] = registry
     app[METRICS_KEY] = metrics
     app.router.add_get("/metrics", metrics_handler)
+    if settings.metrics.token:
+        app[METRICS_TOKEN_KEY] = settings.metrics.token
     if settings.metrics.port is not None:
         app.cleanup_ctx.append(
-            metrics_server_ctx(registry, settings.listen.host, settings.metrics.port)
+            metrics_server_ctx(
+                registry, settings.listen.host, settings.metrics.port, settings.metrics.token
+            )
         )
     app.router.add_get("/meter/spend", spend_handler)
     app.router.add_get("/meter/records", records_handler)
@@ -216,6 +235,21 @@ def create_app(
             raise StartupError(f"reconcile.interval is set but {exc}") from exc
         app.cleanup_ctx.append(_reconcile_ctx(settings, key, ReconcileMetrics(registry), clock))
     return app
+
+
+async def _shared_reservations(
+    settings: Settings, dialect: str, limits: list[Limit]
+) -> SharedReservations | None:
+    """Budget reservations shared by every replica: PostgreSQL and a team with a block limit."""
+    if not settings.budgets.shared_reservations or dialect != "postgresql":
+        return None
+    if not any(limit.action == "block" for limit in limits):
+        return None
+    try:
+        return await SharedReservations.connect(settings.database.url)
+    except Exception:
+        log.exception("shared budget reservations unavailable; each replica reserves alone")
+        return None
 
 
 def _notifier(
@@ -296,14 +330,22 @@ def _metering_ctx(
                 keys = VirtualKeyCache(
                     lambda: active_teams_by_hash(engine), settings.upstream.api_key
                 )
+            limits = limits_from_settings(settings.teams)
+            shared = await _shared_reservations(settings, engine.dialect.name, limits)
             notifier = _notifier(settings, webhooks, engine, registry, clock)
             tracker = BudgetTracker(
-                limits_from_settings(settings.teams),
+                limits,
                 lambda t, w, u: spent_by_team(engine, t, w, u),
                 timezone=settings.budgets.timezone,
                 on_gauge=metrics.set_budget,
                 on_state=notifier.on_state if notifier is not None else None,
                 clock=clock if clock is not None else utc_now,
+                shared=shared,
+            )
+            ceiling = CostCeiling(
+                book,
+                settings.budgets.max_output_tokens,
+                settings.budgets.model_max_output_tokens,
             )
             encodings = Encodings()
             meter = UsageMeter(
@@ -311,7 +353,11 @@ def _metering_ctx(
                 sinks=[ledger.writer, metrics],
                 encodings=encodings,
                 dedupe=LayeredDedupe(ledger.dedupe),
-                stages=[AttributionStage(teams, keys), BudgetStage(tracker), MetricsStage(metrics)],
+                stages=[
+                    AttributionStage(teams, keys),
+                    BudgetStage(tracker, ceiling),
+                    MetricsStage(metrics),
+                ],
                 inject_stream_usage=settings.metering.inject_stream_usage,
                 on_error=metrics.on_error,
                 # on_estimated stays None: Metrics counts estimates from the records themselves.
@@ -350,6 +396,9 @@ def _metering_ctx(
                 await meter.drain()
                 if notifier is not None:  # alerts the last records raised get a short grace
                     await notifier.close(min(settings.server.shutdown_grace_s, 5.0))
+                await tracker.drain()
+                if shared is not None:
+                    await shared.close()
         # leaving open_ledger drained the writer (queue + spool replay) and disposed the engine
 
     return ctx

@@ -116,6 +116,12 @@ class WebhookSettings(_Section):
 class BudgetsSettings(_Section):
     timezone: str = "UTC"
     notify: list[WebhookSettings] = Field(default_factory=list)
+    # A budgeted call reserves the most it can cost (proxy.usage.ceiling): its output is bounded by
+    # the request's max_tokens-style cap, else by this ceiling (per model, else the default).
+    max_output_tokens: int = Field(default=128_000, gt=0, le=10_000_000)
+    model_max_output_tokens: dict[str, int] = Field(default_factory=dict)
+    # On PostgreSQL, reservations of teams with a block limit are shared by every replica.
+    shared_reservations: bool = True
 
 
 class VirtualKeySettings(_Section):
@@ -124,6 +130,8 @@ class VirtualKeySettings(_Section):
 
 class MetricsSettings(_Section):
     port: int | None = Field(default=None, ge=0, le=65535)
+    # When set, /metrics (main and separate port) needs Authorization: Bearer <token>.
+    token: str | None = None
     user_labels: bool = False
     key_labels: bool = False
     usage_tier: Literal["free", "tier1", "tier2", "tier3", "tier4", "tier5"] | None = None
@@ -136,6 +144,11 @@ class LoggingSettings(_Section):
 
 class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    # A new connection's first request head must arrive within this (slowloris guard; 0 = off).
+    header_timeout_s: float = Field(default=10.0, ge=0)
+    # A connection waiting for its next request is closed after this (above a load balancer's
+    # own idle timeout, e.g. 60 s, so the balancer closes first). Never cuts a running call.
+    idle_timeout_s: float = Field(default=75.0, gt=0)
 
 
 class ReconcileSettings(_Section):

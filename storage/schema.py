@@ -194,3 +194,33 @@ ledger_rejected = Table(
     Column("cost_usd", Money(), nullable=True),
     Index("ix_ledger_rejected_started_at", "started_at"),
 )
+
+# Shared budget reservations (issue 15, created by revision 0008_budget_reservations). One row per
+# (team, period, period start) with the period's settled spend and the in-flight reservations of
+# every replica, updated in one statement when a call is admitted and when it settles; one row per
+# in-flight call so a replica that died mid-call cannot hold its reservations for ever (swept once
+# ``expires_at`` passed). Used on PostgreSQL only (see storage.budget_counters).
+budget_counters = Table(
+    "budget_counters",
+    metadata,
+    Column("team", String(128), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("period_start", UtcDateTime(), nullable=False),
+    Column("spent_usd", Money(), nullable=False),
+    Column("reserved_usd", Money(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("team", "period", "period_start", name="pk_budget_counters"),
+)
+
+budget_inflight = Table(
+    "budget_inflight",
+    metadata,
+    Column("call_id", String(64), nullable=False),
+    Column("team", String(128), nullable=False),
+    Column("period", String(16), nullable=False),
+    Column("period_start", UtcDateTime(), nullable=False),
+    Column("amount_usd", Money(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("call_id", "period", name="pk_budget_inflight"),
+    Index("ix_budget_inflight_expires_at", "expires_at"),
+)

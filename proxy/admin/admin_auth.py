@@ -8,13 +8,13 @@ routes are open (a loopback-only deployment); ``serve`` warns about that when li
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from proxy.http.bearer import bearer_matches
 from proxy.http.errors import unauthorized
 
 ADMIN_PREFIX: Final[str] = "/meter"
@@ -23,13 +23,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def token_matches(header: str | None, token: str) -> bool:
-    """Constant-time check of an ``Authorization`` header against the admin token."""
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(value.strip().encode(), token.encode())
+    """Constant-time check of an ``Authorization`` header against the admin token (anything
+    malformed or non-ASCII is simply not a match: 401, never 500)."""
+    return bearer_matches(header, token)
 
 
 def is_admin_route(request: web.Request) -> bool:

@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             sockets,
             stop=stop,
             shutdown_timeout=settings.server.shutdown_grace_s,
+            header_timeout_s=settings.server.header_timeout_s,
+            idle_timeout_s=settings.server.idle_timeout_s,
             on_started=started,
             **SERVER_KWARGS,
         )

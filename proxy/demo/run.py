@@ -215,6 +215,8 @@ async def run_demo(
                 sockets,
                 stop=stop,
                 shutdown_timeout=settings.server.shutdown_grace_s,
+                header_timeout_s=settings.server.header_timeout_s,
+                idle_timeout_s=settings.server.idle_timeout_s,
                 on_started=started.set,
                 **SERVER_KWARGS,
             )

@@ -24,12 +24,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from proxy.http.bearer import bearer_matches
+from proxy.http.errors import error_response
 from proxy.observe.metrics import Metrics
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 # The bound address of the separate metrics server, once started (host, port).
 METRICS_ADDRESS_KEY = web.AppKey("metrics_address", tuple[str, int])
+# ``metrics.token``: when set, a scrape needs ``Authorization: Bearer <token>`` (Prometheus:
+# ``authorization: {credentials: ...}`` in the scrape config). Per-team spend is not public.
+METRICS_TOKEN_KEY = web.AppKey("metrics_token", str)
 
 
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
@@ -48,23 +53,35 @@ def _response(registry: CollectorRegistry, request: web.Request) -> web.Response
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics`` on the main app (uses ``request.app[REGISTRY_KEY]``)."""
+    """``GET /metrics`` on the main app (uses ``request.app[REGISTRY_KEY]``; 401 without the
+    ``metrics.token`` when one is set)."""
+    token = request.app.get(METRICS_TOKEN_KEY)
+    if token and not bearer_matches(request.headers.get("Authorization"), token):
+        return error_response(
+            401,
+            "A valid metrics token is required: Authorization: Bearer <metrics.token>.",
+            "invalid_request_error",
+            code="invalid_metrics_token",
+            headers={"WWW-Authenticate": 'Bearer realm="openai-meter-metrics"'},
+        )
     return _response(request.app[REGISTRY_KEY], request)
 
 
-def metrics_app(registry: CollectorRegistry) -> web.Application:
+def metrics_app(registry: CollectorRegistry, token: str | None = None) -> web.Application:
     """A tiny app serving only ``GET /metrics`` from ``registry`` (for ``metrics.port``)."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
+    if token:
+        app[METRICS_TOKEN_KEY] = token
     app.router.add_get("/metrics", metrics_handler)
     return app
 
 
 async def start_metrics_server(
-    registry: CollectorRegistry, host: str, port: int
+    registry: CollectorRegistry, host: str, port: int, token: str | None = None
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the separate metrics server; port 0 picks a free port. Returns (runner, address)."""
-    runner = web.AppRunner(metrics_app(registry), access_log=None)
+    runner = web.AppRunner(metrics_app(registry, token), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -74,13 +91,13 @@ async def start_metrics_server(
 
 
 def metrics_server_ctx(
-    registry: CollectorRegistry, host: str, port: int
+    registry: CollectorRegistry, host: str, port: int, token: str | None = None
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
     """An ``app.cleanup_ctx`` entry running the separate metrics server for the app's lifetime."""
 
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        runner, address = await start_metrics_server(registry, host, port)
+        runner, address = await start_metrics_server(registry, host, port, token)
         app[METRICS_ADDRESS_KEY] = address
         try:
             yield

@@ -32,13 +32,38 @@ MAX_TAG_VALUE_CHARS: Final = 128
 MAX_FIELD_CHARS: Final = 256
 
 _FINGERPRINT_RE: Final = re.compile(r"sha256:[0-9a-f]{12}")
+# What an OpenAI key (sk-..., sk-proj-..., sk-admin-...) or a virtual key (sk-meter-...) looks like,
+# in any case, anywhere in a value: "sk-" at the start of a word and 8+ key characters.
+_KEY_LIKE_RE: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{8,}", re.IGNORECASE)
+VIRTUAL_KEY_PREFIX: Final = "sk-meter-"
+API_KEY_HEADER: Final = "api-key"
 _TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _TAG_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f,]")
 
 
 def key_fingerprint(key: str) -> str:
-    """``sha256:`` + the first 12 hex digits of SHA-256(key): safe to store, log and configure."""
-    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+    """``sha256:`` + the first 12 hex digits of SHA-256(key): safe to store, log and configure.
+
+    Header values that were not UTF-8 arrive with lone surrogates (aiohttp's ``surrogateescape``):
+    they hash as the bytes that were sent, never raise."""
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def looks_like_key(value: str) -> bool:
+    """True when ``value`` carries something shaped like an OpenAI or virtual key (any case)."""
+    return _KEY_LIKE_RE.search(value) is not None
+
+
+def scrubbed(value: str) -> str:
+    """``value``, or its fingerprint when it looks like a key (never store a key verbatim)."""
+    return key_fingerprint(value) if looks_like_key(value) else value
+
+
+def is_virtual_key_like(value: str | None) -> bool:
+    """``sk-meter-...`` in any case (what only this proxy issues; never sent upstream)."""
+    return value is not None and value.strip()[: len(VIRTUAL_KEY_PREFIX)].lower() == (
+        VIRTUAL_KEY_PREFIX
+    )
 
 
 def is_fingerprint(value: str) -> bool:
@@ -78,19 +103,19 @@ def parse_tags(header: str | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise TagsError(f"{TAGS_HEADER} item {item!r} is not of the form key=value")
+            raise TagsError(f"{TAGS_HEADER} item {scrubbed(item)!r} is not of the form key=value")
         if len(key) > MAX_TAG_KEY_CHARS or _TAG_KEY_RE.fullmatch(key) is None:
             raise TagsError(
-                f"{TAGS_HEADER} key {key[:MAX_TAG_KEY_CHARS]!r} must be 1-{MAX_TAG_KEY_CHARS} "
+                f"{TAGS_HEADER} key {scrubbed(key[:MAX_TAG_KEY_CHARS])!r} must be 1-{MAX_TAG_KEY_CHARS} "
                 "characters of letters, digits, '_', '.' or '-'"
             )
         if len(value) > MAX_TAG_VALUE_CHARS or _TAG_VALUE_BAD_RE.search(value):
             raise TagsError(
-                f"{TAGS_HEADER} value for {key!r} must be 1-{MAX_TAG_VALUE_CHARS} characters "
+                f"{TAGS_HEADER} value for {scrubbed(key)!r} must be 1-{MAX_TAG_VALUE_CHARS} characters "
                 "without commas or control characters"
             )
         if key in tags:
-            raise TagsError(f"{TAGS_HEADER} repeats the key {key!r}")
+            raise TagsError(f"{TAGS_HEADER} repeats the key {scrubbed(key)!r}")
         tags[key] = value
         if len(tags) > MAX_TAGS:
             raise TagsError(f"{TAGS_HEADER} carries more than {MAX_TAGS} tags")
@@ -147,9 +172,17 @@ class TeamDirectory:
 
 
 def _capped(value: Any) -> str | None:
+    """A client-chosen string for the ledger: capped, and fingerprinted if it looks like a key."""
     if not isinstance(value, str) or not value:
         return None
-    return value[:MAX_FIELD_CHARS]
+    return scrubbed(value)[:MAX_FIELD_CHARS]
+
+
+def scrub_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags with key-like keys or values replaced by their fingerprints."""
+    if not any(looks_like_key(k) or looks_like_key(v) for k, v in tags.items()):
+        return tags
+    return {scrubbed(k): scrubbed(v) for k, v in tags.items()}
 
 
 def body_user(request_json: Mapping[str, Any] | None) -> str | None:
@@ -174,7 +207,7 @@ def attribute(
         organization=_capped(headers.get("OpenAI-Organization")),
         key_fingerprint=fingerprint,
         user=body_user(request_json),
-        tags=parse_tags(headers.get(TAGS_HEADER)),
+        tags=scrub_tags(parse_tags(headers.get(TAGS_HEADER))),
     )
 
 
@@ -186,6 +219,16 @@ class KeySwap(Protocol):
     async def resolve(self, key: str) -> tuple[str, str] | None:
         """``(team, upstream_authorization)`` for a live virtual key, ``None`` if unknown/revoked."""
         ...
+
+
+def _not_a_live_virtual_key(key: str) -> web.Response:
+    return error_response(
+        401,
+        f"Incorrect API key provided: {key_fingerprint(key.strip())} is not an active "
+        "openai-meter virtual key (send it as Authorization: Bearer <key>).",
+        "invalid_request_error",
+        code="invalid_api_key",
+    )
 
 
 class AttributionStage:
@@ -203,20 +246,18 @@ class AttributionStage:
         except TagsError as exc:
             return error_response(400, str(exc), "invalid_request_error", param=TAGS_HEADER)
         exchange.attribution = attribution
+        headers = exchange.request_headers
+        if is_virtual_key_like(headers.get(API_KEY_HEADER)):
+            # Only Authorization carries a virtual key; anywhere else it would reach OpenAI as is.
+            return _not_a_live_virtual_key(headers.get(API_KEY_HEADER, ""))
         if self._keys is None:
             return None
-        key = bearer_key(exchange.request_headers.get("Authorization"))
-        if key is None or not self._keys.handles(key):
+        key = bearer_key(headers.get("Authorization"))
+        if key is None or not (self._keys.handles(key) or is_virtual_key_like(key)):
             return None
         resolved = await self._keys.resolve(key)
         if resolved is None:
-            return error_response(
-                401,
-                f"Incorrect API key provided: {key_fingerprint(key)} is not an active "
-                "openai-meter virtual key.",
-                "invalid_request_error",
-                code="invalid_api_key",
-            )
+            return _not_a_live_virtual_key(key)
         attribution.team, exchange.upstream_authorization = resolved
         return None
 

@@ -7,9 +7,13 @@ Three layers:
   request path: ``ledger part`` (refreshed every ``refresh_interval_s`` by ONE query for all
   budgeted teams, for calls started before ``cut = refresh time - settle_s``) + ``local part``
   (records this process finished that the ledger value does not include) + ``in-flight
-  reservations`` (calls admitted and not yet finished);
+  reservations`` (calls admitted and not yet finished). With a :class:`SharedStore` (PostgreSQL,
+  several replicas) the admission of a team with a ``block`` limit is one statement on a row
+  shared by every replica instead; teams without a budget never touch it;
 * :class:`BudgetStage` -- the :class:`proxy.http.exchange.RequestStage` that refuses or admits a call
-  and settles its reservation when the record arrives.
+  with a reservation worth the most the call can cost (a :data:`CostCeiling` built from the
+  request itself, never from the team's history) and settles it to the real cost when the record
+  arrives (refusals and errors settle too: every call ends in exactly one record).
 
 A call belongs to the period its ``started_at`` falls in (as in the ledger and reports). See
 ``docs/budgets.md`` for the overshoot bound across concurrent calls and replicas.
@@ -22,10 +26,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -33,6 +37,7 @@ from aiohttp import web
 from proxy.http.errors import error_response
 from proxy.http.exchange import Exchange
 from proxy.settings import TeamSettings
+from storage.budget_counters import Admission, Window
 from storage.record import UsageRecord
 
 log = logging.getLogger("openai_meter.budgets")
@@ -52,10 +57,33 @@ GaugeCallback = Callable[[str, str, Decimal, Decimal | None], None]
 # spent, limit, warn_at_percent): called wherever the gauges are, with the period it belongs to.
 StateCallback = Callable[[str, str, datetime, Decimal, Decimal, Decimal], None]
 
+# The most a call can cost, from its request alone (proxy.usage.ceiling.CostCeiling).
+CostCeiling = Callable[[Exchange], Decimal]
+
+
+class SharedStore(Protocol):
+    """Reservations shared by every replica (``storage.budget_counters.SharedReservations``)."""
+
+    async def reserve(
+        self,
+        team: str,
+        call_id: str,
+        amount: Decimal,
+        windows: Mapping[str, Window],
+        expires_at: datetime,
+    ) -> Admission: ...
+
+    async def settle(
+        self, team: str, call_id: str, windows: Mapping[str, Window], cost: Decimal
+    ) -> None: ...
+
+    async def sweep(self, now: datetime) -> None: ...
+
+
 _ZERO: Final = Decimal(0)
 _EXTRAS_KEY: Final = "budgets.reservation"
-_EWMA_WEIGHT: Final = Decimal("0.2")
-_ESTIMATE_QUANTUM: Final = Decimal("1E-10")
+_SETTLE_ATTEMPTS: Final = 3
+_SHARED_RETRY_S: Final = 1.0  # while the shared store fails, try it again at most this often
 
 
 def utc_now() -> datetime:
@@ -119,11 +147,6 @@ def check(limit: Limit, spent: Decimal) -> Verdict:
     return "ok"
 
 
-def reservation_estimate(previous: Decimal, cost: Decimal) -> Decimal:
-    """Exponentially weighted mean of recent call costs (what an admitted call is assumed to cost)."""
-    return (previous + (cost - previous) * _EWMA_WEIGHT).quantize(_ESTIMATE_QUANTUM)
-
-
 # ---------------------------------------------------------------- tracker
 
 
@@ -136,9 +159,17 @@ class _Finished:
 
 @dataclass(slots=True)
 class Reservation:
+    """An admitted call's hold on its team's budget, worth the most the call can cost.
+
+    ``shared``: the blocking periods' windows it holds in the shared store (empty when held only
+    in this process's memory).
+    """
+
     team: str
     amount: Decimal
     taken_monotonic: float
+    call_id: str = ""
+    shared: Mapping[str, Window] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +177,7 @@ class Refusal:
     limit: Limit
     spent: Decimal
     resets_at: datetime
+    reserved: Decimal = _ZERO  # held by calls in flight (what brought spent to the limit)
 
 
 class BudgetTracker:
@@ -166,6 +198,7 @@ class BudgetTracker:
         max_reservation_age_s: float = 3600.0,
         on_gauge: GaugeCallback | None = None,
         on_state: StateCallback | None = None,
+        shared: SharedStore | None = None,
     ) -> None:
         self._limits: dict[str, tuple[Limit, ...]] = {}
         for limit in limits:
@@ -192,9 +225,16 @@ class BudgetTracker:
         # In-flight reservations.
         self._reserved: dict[str, Decimal] = {}
         self._reservations: dict[int, Reservation] = {}
-        self._estimate: dict[str, Decimal] = {}
         self._announced: set[tuple[str, Period, datetime, Verdict]] = set()
         self._refresh_failing = False
+        # Shared reservations (several replicas on PostgreSQL): only teams with a block limit.
+        self._shared = shared
+        self._blocking = frozenset(
+            team for team, ls in self._limits.items() if any(lim.action == "block" for lim in ls)
+        )
+        self._shared_failing = False
+        self._shared_retry_at = 0.0
+        self._settling: set[asyncio.Task[None]] = set()
 
     # -- queries --------------------------------------------------------------------------------
 
@@ -222,9 +262,9 @@ class BudgetTracker:
 
     # -- admission ------------------------------------------------------------------------------
 
-    def admit(self, team: str) -> Refusal | Reservation | None:
+    def admit(self, team: str, amount: Decimal = _ZERO) -> Refusal | Reservation | None:
         """Refusal when a ``block`` limit is reached (counting in-flight reservations), else the
-        call's reservation (``None`` for teams without a budget)."""
+        call's reservation of ``amount`` (``None`` for teams without a budget). In memory only."""
         limits = self._limits.get(team)
         if limits is None:
             return None
@@ -234,13 +274,125 @@ class BudgetTracker:
             spent = self._spent(team, limit.period)
             verdict = check(limit, spent + reserved)
             if verdict == "reached" and limit.action == "block":
-                return Refusal(limit, spent, self._bounds[limit.period][1])
+                return Refusal(limit, spent, self._bounds[limit.period][1], reserved)
             if verdict != "ok":
                 self._announce(limit, spent + reserved, verdict)
-        amount = self._estimate.get(team, _ZERO)
-        reservation = Reservation(team, amount, time.monotonic())
+        return self._hold(Reservation(team, amount, time.monotonic()))
+
+    async def reserve(
+        self, team: str, amount: Decimal, call_id: str
+    ) -> Refusal | Reservation | None:
+        """:meth:`admit`, through the shared store when there is one and the team has a block
+        limit (one statement); in memory when there is none or it fails (logged once per
+        failing streak: calls are not refused because metering is unhealthy)."""
+        if self._shared is None or team not in self._blocking:
+            return self.admit(team, amount)
+        if self._shared_failing and time.monotonic() < self._shared_retry_at:
+            return self.admit(team, amount)  # store failing: one call per second tries it
+        now = self._clock()
+        self._roll(now)
+        windows = self._windows(team)
+        expires = now + timedelta(seconds=self._max_reservation_age_s)
+        try:
+            admission = await self._shared.reserve(team, call_id, amount, windows, expires)
+        except Exception as exc:
+            if not self._shared_failing:
+                log.warning("shared budget reservation failed, admitting locally: %r", exc)
+            self._shared_failing = True
+            self._shared_retry_at = time.monotonic() + _SHARED_RETRY_S
+            return self.admit(team, amount)
+        if self._shared_failing:
+            log.info("shared budget reservations recovered")
+            self._shared_failing = False
+        if not admission.admitted:
+            for limit in self._limits[team]:
+                row = admission.rows.get(limit.period)
+                if limit.action == "block" and row is not None and not row.admitted:
+                    self._announce(limit, row.spent + row.reserved, "reached")
+                    return Refusal(limit, row.spent, self._bounds[limit.period][1], row.reserved)
+            # Every row admitted but one was missing twice (a concurrent roll-over): be lenient.
+        for limit in self._limits[team]:
+            row = admission.rows.get(limit.period)
+            if row is not None:
+                verdict = check(limit, row.spent + row.reserved)
+                if verdict != "ok":
+                    self._announce(limit, row.spent + row.reserved, verdict)
+        shared = windows if admission.admitted else {}
+        return self._hold(Reservation(team, amount, time.monotonic(), call_id, shared))
+
+    def settle(
+        self,
+        reservation: Reservation | None,
+        team: str,
+        cost: Decimal | None,
+        started_at: datetime | None = None,
+    ) -> None:
+        """A call of ``team`` finished (its record arrived): release its reservation and, with a
+        shared store, move it to the real cost there (in the background, retried). A call that
+        held no shared reservation adds its cost to the periods ``started_at`` falls in."""
+        if reservation is not None:
+            self.release(reservation)
+        if self._shared is None or team not in self._blocking:
+            return
+        amount = cost if cost is not None else _ZERO
+        if reservation is not None and reservation.shared:
+            windows, call_id = reservation.shared, reservation.call_id
+        elif amount > 0:
+            # Admitted in memory (store down) or before this process started: count its cost.
+            at = started_at if started_at is not None else self._clock()
+            windows, call_id = self._windows(team, at), ""
+        else:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(
+                self._settle_shared(team, call_id, windows, amount)
+            )
+        except RuntimeError:  # no loop (shutdown): the reservation expires after max age
+            return
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def drain(self) -> None:
+        """Wait for shared settlements still in flight (call at shutdown)."""
+        while self._settling:
+            await asyncio.gather(*tuple(self._settling), return_exceptions=True)
+
+    async def _settle_shared(
+        self, team: str, call_id: str, windows: Mapping[str, Window], cost: Decimal
+    ) -> None:
+        assert self._shared is not None
+        for attempt in range(_SETTLE_ATTEMPTS):
+            try:
+                await self._shared.settle(team, call_id, windows, cost)
+                return
+            except Exception as exc:
+                if attempt == _SETTLE_ATTEMPTS - 1:
+                    # The reservation expires after max_reservation_age_s; the cost is in the
+                    # ledger (and in this replica's local part) but not in the shared row.
+                    log.warning("shared budget settle failed for team=%s: %r", team, exc)
+                    return
+                await asyncio.sleep(0.2 * 2**attempt)
+
+    def _windows(self, team: str, at: datetime | None = None) -> dict[str, Window]:
+        """The team's block periods: the current ones, or those containing ``at``."""
+        return {
+            limit.period: Window(
+                *(
+                    self._bounds[limit.period]
+                    if at is None
+                    else period_bounds(limit.period, at, self._tz)
+                ),
+                limit.amount,
+            )
+            for limit in self._limits[team]
+            if limit.action == "block"
+        }
+
+    def _hold(self, reservation: Reservation) -> Reservation:
         self._reservations[id(reservation)] = reservation
-        self._reserved[team] = reserved + amount
+        self._reserved[reservation.team] = self._reserved.get(reservation.team, _ZERO) + (
+            reservation.amount
+        )
         return reservation
 
     def release(self, reservation: Reservation) -> None:
@@ -254,7 +406,6 @@ class BudgetTracker:
         if team not in self._limits:
             return
         amount = cost if cost is not None else _ZERO
-        self._estimate[team] = reservation_estimate(self._estimate.get(team, _ZERO), amount)
         self._roll(self._clock())
         self._finished.append(_Finished(team, started_at, amount))
         for period in self._periods:
@@ -295,6 +446,8 @@ class BudgetTracker:
         while True:
             try:
                 await self.refresh()
+                if self._shared is not None and self._blocking:
+                    await self._shared.sweep(self._clock())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -384,9 +537,14 @@ def budget_exceeded(refusal: Refusal) -> web.Response:
     """429 in OpenAI's shape; ``x-should-retry: false`` so SDKs do not retry it."""
     limit = refusal.limit
     resets = refusal.resets_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    in_flight = (
+        f" plus {refusal.reserved} USD reserved by calls in flight"
+        if refusal.reserved > 0 and refusal.spent < limit.amount
+        else ""
+    )
     message = (
-        f"Budget exceeded for team {limit.team!r}: {limit.period} spend of {refusal.spent} USD "
-        f"has reached its limit of {limit.amount} USD. It resets at {resets}."
+        f"Budget exceeded for team {limit.team!r}: {limit.period} spend of {refusal.spent} USD"
+        f"{in_flight} has reached its limit of {limit.amount} USD. It resets at {resets}."
     )
     return error_response(
         429,
@@ -398,15 +556,28 @@ def budget_exceeded(refusal: Refusal) -> web.Response:
 
 
 class BudgetStage:
-    """RequestStage: run AFTER the attribution stage (it reads ``exchange.attribution.team``)."""
+    """RequestStage: run AFTER the attribution stage (it reads ``exchange.attribution.team``).
 
-    __slots__ = ("_tracker",)
+    ``ceiling`` prices the most the call can cost from its request (``None``: reserve 0, as for
+    unpriced calls)."""
 
-    def __init__(self, tracker: BudgetTracker) -> None:
+    __slots__ = ("_ceiling", "_tracker")
+
+    def __init__(self, tracker: BudgetTracker, ceiling: CostCeiling | None = None) -> None:
         self._tracker = tracker
+        self._ceiling = ceiling
 
     async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
-        outcome = self._tracker.admit(exchange.attribution.team)
+        team = exchange.attribution.team
+        if not self._tracker.budgeted(team):
+            return None  # no budget: no estimate, no store, nothing to settle
+        amount = _ZERO
+        if self._ceiling is not None:
+            try:
+                amount = self._ceiling(exchange)
+            except Exception:  # still admit or refuse on what is known; never skip the check
+                log.exception("budget reservation estimate failed; reserving 0")
+        outcome = await self._tracker.reserve(team, amount, exchange.id)
         if isinstance(outcome, Refusal):
             return budget_exceeded(outcome)
         if outcome is not None:
@@ -415,6 +586,10 @@ class BudgetStage:
 
     def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
         reservation = exchange.extras.pop(_EXTRAS_KEY, None)
-        if isinstance(reservation, Reservation):
-            self._tracker.release(reservation)
+        if not self._tracker.budgeted(record.team):
+            if isinstance(reservation, Reservation):
+                self._tracker.release(reservation)
+            return
+        held = reservation if isinstance(reservation, Reservation) else None
+        self._tracker.settle(held, record.team, record.cost_usd, record.started_at)
         self._tracker.record(record.team, record.started_at, record.cost_usd)

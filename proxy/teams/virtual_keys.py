@@ -39,7 +39,8 @@ def new_key_id() -> str:
 
 
 def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogateescape: a header that was not UTF-8 hashes as the bytes sent, never raises.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class VirtualKeyError(ValueError):
@@ -78,7 +79,8 @@ class VirtualKeyCache:
         return f"VirtualKeyCache(live={len(self._live)})"
 
     def handles(self, key: str) -> bool:
-        return key.startswith(PREFIX)
+        """Any case: ``SK-METER-...`` is looked up (and refused), never forwarded upstream."""
+        return key[: len(PREFIX)].lower() == PREFIX
 
     async def resolve(self, key: str) -> tuple[str, str] | None:
         digest = key_hash(key)

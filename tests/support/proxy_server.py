@@ -9,8 +9,8 @@ from aiohttp import web
 from proxy.app import SERVER_KWARGS, build_app
 from proxy.http.exchange import MeteringHooks
 from proxy.http.forward import MeteringErrorCallback
+from proxy.http.server import GuardedSockSite, bind, bound_port
 from proxy.settings import Settings
-from tests.support.loopback import serve_on_loopback
 
 
 def settings_for(upstream_url: str, **sections: dict[str, Any]) -> Settings:
@@ -49,12 +49,20 @@ class ProxyServer:
         return self.url + "/v1"
 
     async def start(self) -> ProxyServer:
+        # The same server as ``openai-meter serve`` (proxy.http.server): idle and header timeouts.
         self._runner = web.AppRunner(
             self.app,
             shutdown_timeout=self.settings.server.shutdown_grace_s,
+            keepalive_timeout=self.settings.server.idle_timeout_s,
             **SERVER_KWARGS,  # type: ignore[arg-type]
         )
-        self.port = await serve_on_loopback(self._runner)
+        await self._runner.setup()
+        (sock,) = bind("127.0.0.1", 0)
+        site = GuardedSockSite(
+            self._runner, sock, header_timeout_s=self.settings.server.header_timeout_s
+        )
+        await site.start()
+        self.port = bound_port([sock])
         return self
 
     async def stop(self) -> None:

@@ -203,22 +203,21 @@ async def test_in_flight_reservations_limit_a_burst() -> None:
     clock, ledger = FakeClock(NOON), FakeLedger()
     tracker = tracker_for(ledger, clock, daily("search", "1.00"))
     await tracker.refresh()
-    # Yesterday's calls (not today's spend) teach what a call costs: 0.25 each.
+    # Yesterday's calls were cheap: they teach the tracker nothing (reservations come from the
+    # request: here each call may cost up to 0.25).
     for _ in range(200):
-        tracker.record("search", NOON - timedelta(days=1), Decimal("0.25"))
-    assert tracker.spent("search", "daily") == 0
+        tracker.record("search", NOON - timedelta(days=1), Decimal("0.0001"))
     admitted = []
-    while isinstance(outcome := tracker.admit("search"), Reservation):
+    while isinstance(outcome := tracker.admit("search", Decimal("0.25")), Reservation):
         admitted.append(outcome)
         assert len(admitted) < 100
-    # Nothing spent yet, but the calls in flight (~0.25 each) already cover the limit.
-    assert len(admitted) in (4, 5)
-    assert tracker.reserved("search") >= Decimal("1.00")
+    # Nothing spent yet, but the calls in flight (0.25 each) already cover the limit.
+    assert len(admitted) == 4
+    assert tracker.reserved("search") == Decimal("1.00")
     for reservation in admitted:
         finish(tracker, reservation, "search", NOON, "0.25")
     assert tracker.reserved("search") == 0
-    # Overshoot is at most one call's estimate beyond the limit, not the whole burst.
-    assert tracker.spent("search", "daily") == Decimal("0.25") * len(admitted) <= Decimal("1.25")
+    assert tracker.spent("search", "daily") == Decimal("1.00")
 
 
 async def test_database_down_keeps_last_values_and_local_spend() -> None:
