@@ -41,6 +41,7 @@ from proxy.admin.reporting import (
     to_json,
     to_table,
 )
+from proxy.admin.spend_extras import extended_spend
 from proxy.http.errors import bad_request
 from storage.queries import fetch_records, spend
 from storage.rejected import rejected_totals
@@ -95,7 +96,7 @@ def _optional(query: Mapping[str, str], name: str) -> str | None:
 
 
 async def spend_handler(request: web.Request) -> web.StreamResponse:
-    """``?since=&until=&by=team,model&format=json|csv|table&team=&model=``"""
+    """``?since=&until=&by=team,model&format=json|csv|table&team=&model=&what_if=&savings=``"""
     query = request.query
     fmt = query.get("format", "json")
     if fmt not in ("json", "csv", "table"):
@@ -114,6 +115,9 @@ async def spend_handler(request: web.Request) -> web.StreamResponse:
         team=_optional(query, "team"),
         model=_optional(query, "model"),
     )
+    extended = await extended_spend(request, request.app[ADMIN_ENGINE_KEY], report, fmt)
+    if extended is not None:
+        return extended
     if fmt == "csv":
         return web.Response(text=to_csv(report), content_type="text/csv")
     if fmt == "table":
