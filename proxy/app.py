@@ -46,6 +46,7 @@ from proxy.http.health import Readiness, healthz, readyz_handler
 from proxy.http.upstream_session import open_upstream_session
 from proxy.observe.metrics import Metrics, MetricsStage, ReconcileMetrics
 from proxy.observe.metrics_api import METRICS_KEY, REGISTRY_KEY, metrics_handler, metrics_server_ctx
+from proxy.observe.savings import record_savings
 from proxy.settings import Settings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.teams.budgets import BudgetStage, BudgetTracker, Clock, limits_from_settings, utc_now
@@ -187,6 +188,7 @@ def create_app(
         key_labels=settings.metrics.key_labels,
         usage_tier=settings.metrics.usage_tier,
         canonical=book.canonical,
+        savings=record_savings(book),
     )
     app = build_app(settings, on_metering_error=metrics.on_error)
     app[PRICEBOOK_KEY] = book
