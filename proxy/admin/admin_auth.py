@@ -72,7 +72,7 @@ def admin_auth_middleware(token: str | None) -> Middleware:
             and not session_matches(request, token)
         ):
             if request.match_info.route.name == PAGE_ROUTE_NAME:
-                return web.HTTPSeeOther(SIGN_IN_PATH)
+                return web.Response(status=303, headers={"Location": SIGN_IN_PATH})
             return unauthorized(
                 "A valid admin token is required: Authorization: Bearer <admin.token>."
             )

@@ -79,6 +79,10 @@ def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", headers=_HEADERS)
 
 
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
 def render(template: str, **values: Any) -> str:
     return _ENV.get_template(template).render(**values)
 
@@ -153,7 +157,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return _html(body, status=403)
     token = request.app.get(PAGE_TOKEN_KEY)
     if token is None:
-        return web.HTTPSeeOther("/meter/")
+        return see_other("/meter/")
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         return _html(
             render(
@@ -175,7 +179,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         )
         return _html(body, status=401)
     value, max_age = session.issue(token, datetime.now(UTC))
-    response = web.HTTPSeeOther("/meter/")
+    response = see_other("/meter/")
     response.set_cookie(
         session.COOKIE_NAME,
         value,
@@ -194,7 +198,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             render("error.html.j2", message="Sign out from the page itself.", signed_in=False),
             status=403,
         )
-    response = web.HTTPSeeOther(SIGN_IN_PATH)
+    response = see_other(SIGN_IN_PATH)
     response.del_cookie(session.COOKIE_NAME, path="/meter")
     return response
 
