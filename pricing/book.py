@@ -210,6 +210,23 @@ class PriceBook:
         floors = [e.long_context.above_input_tokens for e in self._entries if e.long_context]
         return min(floors) if floors else None
 
+    def change_days(self) -> tuple[date, ...]:
+        """Every UTC day on which some price starts or stops (entries and tool fees), sorted.
+
+        Between two such days every lookup answers the same, so calls of one model and tier
+        anywhere in that span price alike (the what-if report sums them per span, not per day).
+        """
+        days: set[date] = set()
+        spans: list[tuple[date, date | None]] = [
+            (e.effective_from, e.effective_until) for e in self._entries
+        ]
+        spans += [(t.effective_from, t.effective_until) for t in self._tools]
+        for start, end in spans:
+            days.add(start)
+            if end is not None:
+                days.add(end)
+        return tuple(sorted(days))
+
     def has_discount(self) -> bool:
         """Whether any percentage discount (global or per model) is configured."""
         return bool(self._discount) or any(self._model_discount.values())

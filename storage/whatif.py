@@ -2,8 +2,10 @@
 
 Re-pricing needs each call's usage, model, tier, endpoint and day, never just the window's sums.
 To stay fast on big windows without losing a digit, calls that price *linearly* are summed in SQL per
-(report group, model, service_tier, endpoint, UTC day): for them the price of the sum is exactly the
-sum of the prices (see :meth:`pricing.book.PriceBook.price_sum`). A call is linear when it bills no
+(report group, model, service_tier, endpoint, price span): for them the price of the sum is exactly
+the sum of the prices (see :meth:`pricing.book.PriceBook.price_sum`). A price span is the time
+between two of the catalog's change days (``PriceBook.change_days``, passed in as ``boundaries``):
+inside one every lookup answers the same, so its calls are priced as of the span's first instant. A call is linear when it bills no
 ``units``, its token subsets fit inside its totals, and its input stays at or under the catalog's
 smallest long-context threshold. Every other priced call comes back one by one, and unpriced calls
 (``cost_usd`` NULL) come back counted per reason: they are never re-priced (no actual to compare).
@@ -30,6 +32,7 @@ from sqlalchemy import (
     false,
     func,
     inspect,
+    literal,
     not_,
     or_,
     select,
@@ -117,6 +120,7 @@ async def call_groups(
     filters: Mapping[str, str] | None = None,
     long_floor: int | None = None,
     per_call: bool = False,
+    boundaries: Sequence[datetime] | None = None,
 ) -> list[CallGroup]:
     """Every call in ``[since, until)`` exactly once: summed where linear (unless ``per_call``,
     e.g. when a discount rounds per call), one by one where not, unpriced ones counted per reason."""
@@ -131,7 +135,21 @@ async def call_groups(
         dialect = conn.dialect.name
         keys = [_key(dim, dialect).label(f"k{i}") for i, dim in enumerate(by)]
         linear = _linear(long_floor) if not per_call else false()
-        day = _day_text(dialect, 10).label("day")
+        # Price spans inside the window; without boundaries, one span per UTC day (always exact).
+        if boundaries is None:
+            span: ColumnElement[Any] = _day_text(dialect, 10)
+            starts: list[datetime] = []
+        else:
+            starts = [since, *sorted(b for b in boundaries if since < b < until)]
+            span = (
+                case(
+                    *((c.started_at < b, index) for index, b in enumerate(starts[1:])),
+                    else_=len(starts) - 1,
+                )
+                if len(starts) > 1
+                else literal(0)
+            )
+        day = span.label("span")
         shape = [c.model, c.service_tier, c.endpoint]
         unpriced = c.cost_usd.is_(None)
         summed_stmt = select(
@@ -148,7 +166,10 @@ async def call_groups(
             *keys, *shape, day, unpriced, case((unpriced, c.unpriced_reason), else_=None)
         )
         for row in (await conn.execute(summed_stmt)).mappings():
-            moment = datetime.fromisoformat(str(row["day"])).replace(tzinfo=UTC)
+            if boundaries is None:
+                moment = datetime.fromisoformat(str(row["span"])).replace(tzinfo=UTC)
+            else:
+                moment = starts[int(row["span"])]
             out.append(
                 CallGroup(
                     group=tuple(_text(row[f"k{i}"]) for i in range(len(by))),

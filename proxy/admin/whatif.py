@@ -20,6 +20,7 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
@@ -189,6 +190,7 @@ async def load_extras(
         filters=filters,
         long_floor=book.long_context_floor(),
         per_call=book.has_discount(),
+        boundaries=[datetime.combine(d, time(0), tzinfo=UTC) for d in book.change_days()],
     )
     return compute_extras(book, groups, levers, with_savings=with_savings)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from proxy.commands import report as report_command
 from storage.ledger import write_batch
 from storage.record import UsageRecord
 from storage.whatif import call_groups
-from tests.support.spend_ledger import ledger_with, migrated_engine
+from tests.support.spend_ledger import at, ledger_with, make_record, migrated_engine
 from tests.support.whatif_ledger import (
     EXPECTED_SAVINGS,
     EXPECTED_WHAT_IF,
@@ -232,3 +233,53 @@ def test_cli_what_if_and_savings(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     assert bad.func(bad) == 2
     assert "tier 'cheap'" in capsys.readouterr().err
+
+
+async def test_price_spans_give_the_same_figures_as_days(tmp_path: Path) -> None:
+    """Summing per price span (between catalog change days) equals summing per UTC day."""
+    from datetime import UTC, datetime, time
+
+    records = whatif_records()
+    # more linear calls on both sides of the o3 cut, on several days
+    for day in ("2025-06-09", "2025-06-10", "2025-06-11", "2025-06-12"):
+        for hour in (1, 7, 23):
+            records.append(
+                make_record(
+                    f"{day}T{hour:02d}:00:00Z",
+                    team="search",
+                    model="o3",
+                    cost=str(
+                        BOOK.price(
+                            Usage(input_tokens=hour * 100, output_tokens=hour),
+                            "o3",
+                            None,
+                            at(f"{day}T{hour:02d}:00:00Z"),
+                        ).total
+                    ),
+                    input_tokens=hour * 100,
+                    output_tokens=hour,
+                    endpoint="responses",
+                )
+            )
+    assert date(2025, 6, 10) in BOOK.change_days()
+    async for engine in ledger_with(tmp_path / "l.db", records):
+        window = Window(WINDOW[0], at("2025-06-13T00:00:00Z"))
+        levers = parse_levers(list(LEVERS), BOOK)
+        common = {"since": window.since, "until": window.until, "by": ("team",)}
+        per_day = await call_groups(engine, long_floor=BOOK.long_context_floor(), **common)
+        spans = [datetime.combine(d, time(0), tzinfo=UTC) for d in BOOK.change_days()]
+        per_span = await call_groups(
+            engine, long_floor=BOOK.long_context_floor(), boundaries=spans, **common
+        )
+        assert len(per_span) < len(per_day)
+        a = compute_extras(BOOK, per_day, levers, with_savings=True)
+        b = compute_extras(BOOK, per_span, levers, with_savings=True)
+        for team in ("search", "ads"):
+            for lever in LEVERS:
+                x, y = a.what_if[(team,)][lever], b.what_if[(team,)][lever]
+                assert (x.cost_usd, x.actual_usd, x.not_repriced) == (
+                    y.cost_usd,
+                    y.actual_usd,
+                    y.not_repriced,
+                )
+            assert a.savings[(team,)].amounts == b.savings[(team,)].amounts
