@@ -24,6 +24,7 @@ from datetime import UTC, datetime, time
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Final
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pricing.book import PriceBook
@@ -324,50 +325,36 @@ def _aligned(headings: list[str], body: list[list[str]], left: int) -> list[str]
     return [line_of(headings), "  ".join("-" * w for w in widths), *map(line_of, body)]
 
 
+def _lever_line(label: Sequence[str], t: LeverTotals) -> list[str]:
+    return [
+        *label,
+        money(t.actual_usd),
+        money(t.cost_usd),
+        money(t.difference_usd),
+        str(t.repriced_requests),
+        str(t.not_repriced_requests),
+    ]
+
+
 def extended_table(report: SpendReport, extras: Extras) -> str:
     """The report's table, then one what-if table per lever (with reasons) and the savings."""
     parts = [to_table(report)]
     by = list(report.by) or [""]
-    groups = [(r.group if report.by else (TOTAL_LABEL,), r.group) for r in report.rows]
-    if not report.by:
-        groups = [((TOTAL_LABEL,), ())]
+    lever_sums = extras.total_what_if()
     for lever in extras.levers:
-        body: list[list[str]] = []
-        reasons: dict[str, int] = {}
-        for label, key in groups:
-            t = (
-                extras.total_what_if()[lever.name]
-                if not key
-                else extras.lever_totals(key)[lever.name]
+        total = lever_sums[lever.name]
+        body = [
+            _lever_line(
+                ["-" if v is None else v for v in row.group],
+                extras.lever_totals(row.group)[lever.name],
             )
-            body.append(
-                [
-                    *("-" if v is None else v for v in label),
-                    money(t.actual_usd),
-                    money(t.cost_usd),
-                    money(t.difference_usd),
-                    str(t.repriced_requests),
-                    str(t.not_repriced_requests),
-                ]
-            )
-        total = extras.total_what_if()[lever.name]
-        if report.by:
-            body.append(
-                [
-                    TOTAL_LABEL,
-                    *([""] * (len(by) - 1)),
-                    money(total.actual_usd),
-                    money(total.cost_usd),
-                    money(total.difference_usd),
-                    str(total.repriced_requests),
-                    str(total.not_repriced_requests),
-                ]
-            )
-        reasons = total.not_repriced
+            for row in (report.rows if report.by else ())
+        ]
+        body.append(_lever_line([TOTAL_LABEL, *([""] * (len(by) - 1))], total))
         headings = [*by, "actual_usd", "what_if_usd", "difference_usd", "repriced", "not_repriced"]
         lines = [f"\nwhat if {lever.name} (same calls, prices as of each call's day)"]
         lines += _aligned(headings, body, len(by))
-        for reason, count in sorted(reasons.items()):
+        for reason, count in sorted(total.not_repriced.items()):
             lines.append(f"  not re-priced: {count} call(s): {reason}")
         parts.append("\n".join(lines) + "\n")
     if extras.with_savings:
@@ -401,8 +388,6 @@ def extended_table(report: SpendReport, extras: Extras) -> str:
 
 
 def render_extended(report: SpendReport, extras: Extras, fmt: str) -> str:
-    import orjson
-
     if fmt == "json":
         obj = extend_json(report, extras)
         return (orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n").decode("utf-8")

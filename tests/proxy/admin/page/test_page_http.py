@@ -238,3 +238,23 @@ def test_cookie_expires_and_is_bound_to_the_token() -> None:
     assert not session.valid(value + "=", ADMIN_TOKEN, NOW)
     assert not session.valid(f"v1.{'9' * 300}.{signature}", ADMIN_TOKEN, NOW)
     assert session.valid(session.issue("tökën\udcff", NOW)[0], "tökën\udcff", NOW)
+
+
+async def test_rejected_records_show_only_when_the_table_exists(product: Product) -> None:
+    from sqlalchemy import text
+
+    from storage.engine import create_engine
+
+    _, _, before = await get(f"{product.url}/meter/", headers=BEARER)
+    assert "Rejected" not in before
+    engine = create_engine(product.settings.database.url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE ledger_rejected (id TEXT, team TEXT)"))
+            await conn.execute(text("INSERT INTO ledger_rejected VALUES ('a', 'ads')"))
+    finally:
+        await engine.dispose()
+    _, _, after = await get(f"{product.url}/meter/", headers=BEARER)
+    assert "Rejected records" in after
+    row = after.split('<tr data-team="ads">')[1].split("</tr>")[0]
+    assert '<td class="rejected">1</td>' in row
