@@ -258,3 +258,24 @@ async def test_rejected_records_show_only_when_the_table_exists(product: Product
     assert "Rejected records" in after
     row = after.split('<tr data-team="ads">')[1].split("</tr>")[0]
     assert '<td class="rejected">1</td>' in row
+
+
+async def test_odd_sign_in_bodies_are_a_plain_refusal(product: Product) -> None:
+    bodies: list[tuple[bytes, str]] = [
+        (b"token=\xff\xfe%ZZ", "application/x-www-form-urlencoded"),
+        (b"", "application/x-www-form-urlencoded"),
+        (b'{"token": "x"}', "application/json"),
+        (b"token=" + ADMIN_TOKEN.encode() + b"&token=again", "application/x-www-form-urlencoded"),
+        (b"\x00" * 1000, "application/octet-stream"),
+    ]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as client:
+        for body, content_type in bodies:
+            async with client.post(
+                f"{product.url}/meter/login",
+                data=body,
+                headers={"Content-Type": content_type},
+                allow_redirects=False,
+            ) as response:
+                assert response.status in (303, 401), body[:20]
+                if response.status == 303:  # the first token field is the one read
+                    assert body.startswith(b"token=" + ADMIN_TOKEN.encode())
