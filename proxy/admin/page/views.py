@@ -43,6 +43,7 @@ STATIC_FILES: Final[dict[str, str]] = {
     "chart.umd.min.js": "application/javascript",
     "page.js": "application/javascript",
     "page.css": "text/css",
+    "nojs.css": "text/css",
     "chart.js-LICENSE.md": "text/plain",
 }
 CSP: Final = (

@@ -178,6 +178,7 @@ async def test_sign_in_switch_window_and_numbers_match_the_json(
         await page.wait_for_function(
             "document.getElementById('spend-chart').width > 0 && window.Chart !== undefined"
         )
+        assert not await page.locator("p.nojs").is_visible()
         await page.screenshot(path=str(tmp_path / "spend-page.png"), full_page=True)
 
         html = await page.content()
@@ -224,11 +225,18 @@ async def test_tables_work_with_javascript_off(browser: Any, tmp_path: Path) -> 
         }
         # the daily table is in the document (inside <details>), and the CSV link works
         assert await page.locator("#daily-table tbody tr").count() == 1
+        assert await page.locator("p.nojs").is_visible()  # no empty chart boxes without JS
+        assert not await page.locator(".chart-box").first.is_visible()
         href = await page.locator("#csv-link").get_attribute("href")
         csv = await page.request.get(f"{base}{href}")
         assert csv.status == 200
         assert (await csv.text()).startswith("team,model,requests")
         await page.screenshot(path=str(tmp_path / "spend-page-nojs.png"), full_page=True)
+        if os.environ.get("OPENAI_METER_KEEP_SCREENSHOT"):
+            shutil.copy(
+                tmp_path / "spend-page-nojs.png",
+                os.environ["OPENAI_METER_KEEP_SCREENSHOT"] + ".nojs.png",
+            )
         assert watch.errors == []
         assert watch.outside == []
         await context.close()
