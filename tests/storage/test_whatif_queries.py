@@ -41,3 +41,17 @@ async def test_call_groups_refuse_unknown_dimensions_and_empty_windows(engine: A
         await call_groups(engine, since=t, until=t, by=("colour",))
     with pytest.raises(ValueError, match="filter by"):
         await call_groups(engine, since=t, until=t, filters={"units": "x"})
+
+
+async def test_spans_with_and_without_a_change_inside_the_window(engine: AsyncEngine) -> None:
+    from storage.ledger import write_batch
+    from tests.support.whatif_ledger import WINDOW, whatif_records
+
+    await write_batch(engine, whatif_records())
+    since, until = WINDOW
+    cut = datetime(2025, 6, 10, tzinfo=UTC)
+    one_span = await call_groups(engine, since=since, until=until, boundaries=[])
+    two_spans = await call_groups(engine, since=since, until=until, boundaries=[cut])
+    assert {g.at for g in one_span} <= {since} | {g.at for g in one_span if not g.summed}
+    assert {g.at for g in two_spans if g.summed} == {since, cut}
+    assert sum(g.count for g in one_span) == sum(g.count for g in two_spans) == 11
