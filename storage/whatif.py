@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -28,22 +28,17 @@ from sqlalchemy import (
     and_,
     case,
     cast,
-    column,
     false,
     func,
-    inspect,
     literal,
     not_,
     or_,
     select,
-    table,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.queries import COLUMN_DIMENSIONS, DIMENSIONS, TAG_PREFIX, _day_text
-from storage.schema import TOKEN_COLUMNS, usage_records
-
-REJECTED_TABLE: Final = "ledger_rejected"
+from storage.schema import TOKEN_COLUMNS, ledger_rejected, usage_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,24 +220,17 @@ def iter_groups(groups: Sequence[CallGroup]) -> Iterator[tuple[str | None, ...]]
             yield item.group
 
 
-async def rejected_counts(engine: AsyncEngine) -> dict[str | None, int] | None:
-    """Dead-lettered ledger rows (``ledger_rejected``) by team when the table has a ``team``
-    column (else all under ``None``); ``None`` when the table does not exist."""
+async def rejected_counts(
+    engine: AsyncEngine, since: datetime, until: datetime
+) -> dict[str | None, int]:
+    """Dead-lettered records (``ledger_rejected``, not in the ledger's rows) started in
+    ``[since, until)``, per team (``None``: the team could not be read from the record)."""
+    c = ledger_rejected.c
+    stmt = (
+        select(c.team, func.count())
+        .where(c.started_at >= since, c.started_at < until)
+        .group_by(c.team)
+    )
     async with engine.connect() as conn:
-
-        def columns(sync_conn: Any) -> list[str] | None:
-            inspector = inspect(sync_conn)
-            if not inspector.has_table(REJECTED_TABLE):
-                return None
-            return [col["name"] for col in inspector.get_columns(REJECTED_TABLE)]
-
-        names = await conn.run_sync(columns)
-        if names is None:
-            return None
-        rejected = table(REJECTED_TABLE, *(column(n) for n in names))
-        if "team" in names:
-            stmt = select(rejected.c.team, func.count()).group_by(rejected.c.team)
-            rows = (await conn.execute(stmt)).all()
-            return {None if team is None else str(team): int(n) for team, n in rows}
-        total = (await conn.execute(select(func.count()).select_from(rejected))).scalar_one()
-        return {None: int(total)}
+        rows = (await conn.execute(stmt)).all()
+    return {None if team is None else str(team): int(n) for team, n in rows}

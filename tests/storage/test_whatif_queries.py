@@ -1,37 +1,44 @@
-"""``storage.whatif``: rejected-record counts only when the table exists; edge cases of call_groups."""
+"""``storage.whatif``: rejected-record counts per team in a window; edge cases of call_groups."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storage.schema import ledger_rejected
 from storage.whatif import call_groups, rejected_counts
 
 
-async def test_no_rejected_table_means_no_count(engine: AsyncEngine) -> None:
-    assert await rejected_counts(engine) is None
+def rejected_row(record_id: str, team: str | None, started: datetime | None) -> dict[str, object]:
+    return {
+        "record_id": record_id,
+        "row": "{}",
+        "error": "refused",
+        "first_seen_at": datetime(2026, 1, 2, tzinfo=UTC),
+        "retries": 0,
+        "started_at": started,
+        "team": team,
+    }
 
 
-async def test_rejected_counts_per_team_when_the_table_has_a_team(engine: AsyncEngine) -> None:
+async def test_rejected_counts_per_team_in_the_window(engine: AsyncEngine) -> None:
+    since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
+    assert await rejected_counts(engine, since, until) == {}
+    inside = datetime(2026, 1, 15, tzinfo=UTC)
     async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE ledger_rejected (id TEXT, team TEXT, error TEXT)"))
         await conn.execute(
-            text(
-                "INSERT INTO ledger_rejected VALUES ('a','search','x'), ('b','search','y'),"
-                " ('c', NULL, 'z')"
-            )
+            ledger_rejected.insert(),
+            [
+                rejected_row("a", "search", inside),
+                rejected_row("b", "search", since),
+                rejected_row("c", None, inside),
+                rejected_row("d", "ads", until),  # until is exclusive
+                rejected_row("e", "ads", None),  # start unknown: in no window
+            ],
         )
-    assert await rejected_counts(engine) == {"search": 2, None: 1}
-
-
-async def test_rejected_counts_in_total_without_a_team_column(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE ledger_rejected (id TEXT, row_json TEXT)"))
-        await conn.execute(text("INSERT INTO ledger_rejected VALUES ('a','{}'), ('b','{}')"))
-    assert await rejected_counts(engine) == {None: 2}
+    assert await rejected_counts(engine, since, until) == {"search": 2, None: 1}
 
 
 async def test_call_groups_refuse_unknown_dimensions_and_empty_windows(engine: AsyncEngine) -> None:

@@ -111,7 +111,7 @@ async def gather(
         load_report(engine, window, ("model",)),
         load_extras(engine, book, window, ("team",), inputs.levers, with_savings=True),
         _budget_spend(engine, budget, inputs.now),
-        rejected_counts(engine),
+        rejected_counts(engine, window.since, window.until),
     )
     by_team = regroup(by_day_team, (1,), ("team",))  # the same rows summed: no second read
     return shape(book, budget, inputs, by_team, by_day_team, by_model, extras, spent, rejected)
@@ -146,7 +146,7 @@ def shape(
     by_model: SpendReport,
     extras: Extras,
     spent: dict[tuple[str, str], Decimal],
-    rejected: dict[str | None, int] | None,
+    rejected: dict[str | None, int],
 ) -> dict[str, Any]:
     """Pure: reports -> template values."""
     money = Money()
@@ -208,7 +208,7 @@ def shape(
                 "budgets": budgets_of(team),
                 "unpriced": t.unpriced_requests,
                 "estimated": t.estimated_requests,
-                "rejected": None if rejected is None else rejected.get(team, 0),
+                "rejected": rejected.get(team, 0),
             }
         )
     models = sorted(by_model.rows, key=lambda r: (-r.totals.cost_usd, r.group[0] or ""))
@@ -297,11 +297,11 @@ def shape(
             "cost": fmt(total.cost_usd),
             "unpriced": total.unpriced_requests,
             "estimated": total.estimated_requests,
-            "rejected": None if rejected is None else sum(rejected.values()),
+            "rejected": sum(rejected.values()),
         },
         "teams": teams,
         "has_budgets": bool(budget.limits),
-        "show_rejected": rejected is not None,
+        "show_rejected": True,
         "top_models": top_models,
         "chart": chart,
         "chart_teams": team_names,

@@ -240,18 +240,28 @@ def test_cookie_expires_and_is_bound_to_the_token() -> None:
     assert session.valid(session.issue("tökën\udcff", NOW)[0], "tökën\udcff", NOW)
 
 
-async def test_rejected_records_show_only_when_the_table_exists(product: Product) -> None:
-    from sqlalchemy import text
-
+async def test_rejected_records_are_counted_per_team(product: Product) -> None:
     from storage.engine import create_engine
+    from storage.schema import ledger_rejected
 
     _, _, before = await get(f"{product.url}/meter/", headers=BEARER)
-    assert "Rejected" not in before
+    row = before.split('<tr data-team="ads">')[1].split("</tr>")[0]
+    assert '<td class="rejected">0</td>' in row
     engine = create_engine(product.settings.database.url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE ledger_rejected (id TEXT, team TEXT)"))
-            await conn.execute(text("INSERT INTO ledger_rejected VALUES ('a', 'ads')"))
+            await conn.execute(
+                ledger_rejected.insert(),
+                {
+                    "record_id": "rej-1",
+                    "row": "{}",
+                    "error": "refused",
+                    "first_seen_at": NOW,
+                    "retries": 0,
+                    "started_at": NOW - timedelta(hours=1),
+                    "team": "ads",
+                },
+            )
     finally:
         await engine.dispose()
     _, _, after = await get(f"{product.url}/meter/", headers=BEARER)
