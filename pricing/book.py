@@ -161,6 +161,57 @@ class PriceBook:
             plan = plans.long
         return compute_cost(usage, plan, tools, discount)
 
+    def price_sum(self, usage: Usage, model: str | None, tier: str | None, at: datetime) -> Cost:
+        """Price the summed usage of several calls of one UTC day, as their per-call prices add up.
+
+        Exact only for calls that each stay at or under :meth:`long_context_floor` input tokens
+        (so each would get the ordinary plan), bill no ``units``, have consistent token subsets,
+        and when no discount is configured (a discount rounds per call): the what-if and savings
+        reports sum such calls in SQL and price them once (:mod:`pricing.whatif`).
+        """
+        quote = self._cached_quote(model, tier, at)
+        if isinstance(quote, Cost):
+            return quote
+        plans, tools, discount = quote
+        return compute_cost(usage, plans.base, tools, discount)
+
+    def _cached_quote(self, model: str | None, tier: str | None, at: datetime) -> _Quote | Cost:
+        day = at.date() if at.tzinfo is None or at.tzinfo is UTC else at.astimezone(UTC).date()
+        key = (model, tier, day)
+        quote = self._quotes.get(key)
+        if quote is None:
+            quote = self._quote(model, tier, day)
+            if len(self._quotes) >= _CACHE_LIMIT:
+                self._quotes.clear()
+            self._quotes[key] = quote
+        return quote
+
+    def long_context_floor(self) -> int | None:
+        """The smallest long-context threshold of any entry (``None``: no entry has one)."""
+        floors = [e.long_context.above_input_tokens for e in self._entries if e.long_context]
+        return min(floors) if floors else None
+
+    def change_days(self) -> tuple[date, ...]:
+        """Every UTC day on which some price starts or stops (entries and tool fees), sorted.
+
+        Between two such days every lookup answers the same, so calls of one model and tier
+        anywhere in that span price alike (the what-if report sums them per span, not per day).
+        """
+        days: set[date] = set()
+        spans: list[tuple[date, date | None]] = [
+            (e.effective_from, e.effective_until) for e in self._entries
+        ]
+        spans += [(t.effective_from, t.effective_until) for t in self._tools]
+        for start, end in spans:
+            days.add(start)
+            if end is not None:
+                days.add(end)
+        return tuple(sorted(days))
+
+    def has_discount(self) -> bool:
+        """Whether any percentage discount (global or per model) is configured."""
+        return bool(self._discount) or any(self._model_discount.values())
+
     def _quote(self, model: str | None, tier: str | None, day: date) -> _Quote | Cost:
         """Everything about a call that does not depend on its usage (cached)."""
         if not model:

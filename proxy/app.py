@@ -37,6 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pricing.book import PriceBook
 from proxy.admin.admin_api import ADMIN_CLOCK_KEY, ADMIN_ENGINE_KEY, records_handler, spend_handler
 from proxy.admin.admin_auth import admin_auth_middleware
+from proxy.admin.page.data import BudgetView
+from proxy.admin.page.views import add_page_routes
 from proxy.admin.prices_api import PRICEBOOK_KEY, prices_handler
 from proxy.admin.reconcile.run import ReconcileConfigError, admin_key
 from proxy.admin.reconcile.service import Reconciler, interval_seconds, reconcile_handler
@@ -52,6 +54,7 @@ from proxy.observe.metrics_api import (
     metrics_handler,
     metrics_server_ctx,
 )
+from proxy.observe.savings import record_savings
 from proxy.settings import Settings
 from proxy.teams.attribution import AttributionStage, TeamConfigError, TeamDirectory
 from proxy.teams.budgets import (
@@ -207,6 +210,7 @@ def create_app(
         key_labels=settings.metrics.key_labels,
         usage_tier=settings.metrics.usage_tier,
         canonical=book.canonical,
+        savings=record_savings(book),
     )
     app = build_app(settings, on_metering_error=metrics.on_error)
     app[PRICEBOOK_KEY] = book
@@ -224,6 +228,11 @@ def create_app(
     app.router.add_get("/meter/spend", spend_handler)
     app.router.add_get("/meter/records", records_handler)
     app.router.add_get("/meter/reconcile", reconcile_handler)
+    add_page_routes(
+        app,
+        settings.admin.token,
+        BudgetView(tuple(limits_from_settings(settings.teams)), settings.budgets.timezone),
+    )
     if clock is not None:
         app[ADMIN_CLOCK_KEY] = clock
     # Registered after the upstream session: torn down before it, once in-flight calls finished.

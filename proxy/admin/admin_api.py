@@ -35,6 +35,7 @@ from proxy.admin.reporting import (
     to_json,
     to_table,
 )
+from proxy.admin.spend_extras import extended_spend
 from proxy.http.errors import bad_request
 from proxy.teams.attribution import MAX_TAGS, TagsError, parse_tags
 from storage.queries import fetch_records
@@ -49,7 +50,9 @@ RECORDS_MAX_LIMIT: Final = 1000  # a larger limit is clamped to this; "next" fet
 
 # The query parameters each endpoint knows; anything else is a 400 naming it (a typo such as
 # ``?tem=`` must not silently return everything).
-SPEND_PARAMETERS: Final = frozenset({"since", "until", "by", "format", "team", "model"})
+SPEND_PARAMETERS: Final = frozenset(
+    {"since", "until", "by", "format", "team", "model", "what_if", "savings"}
+)
 RECORDS_PARAMETERS: Final = frozenset({"limit", "since", "until", "team", "model", "tag", "cursor"})
 
 
@@ -81,7 +84,7 @@ def _optional(query: Mapping[str, str], name: str) -> str | None:
 
 
 async def spend_handler(request: web.Request) -> web.StreamResponse:
-    """``?since=&until=&by=team,model&format=json|csv|table&team=&model=``"""
+    """``?since=&until=&by=team,model&format=json|csv|table&team=&model=&what_if=&savings=``"""
     query = request.query
     if (unknown := unknown_parameters(query, SPEND_PARAMETERS)) is not None:
         return unknown
@@ -102,6 +105,9 @@ async def spend_handler(request: web.Request) -> web.StreamResponse:
         team=_optional(query, "team"),
         model=_optional(query, "model"),
     )
+    extended = await extended_spend(request, request.app[ADMIN_ENGINE_KEY], report, fmt)
+    if extended is not None:
+        return extended
     if fmt == "csv":
         return web.Response(text=to_csv(report), content_type="text/csv")
     if fmt == "table":

@@ -9,11 +9,13 @@ routes are open (a loopback-only deployment); ``serve`` warns about that when li
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from proxy.admin import session
 from proxy.http.bearer import bearer_matches
 from proxy.http.errors import unauthorized
 
@@ -36,6 +38,23 @@ def is_admin_route(request: web.Request) -> bool:
     return canonical == ADMIN_PREFIX or canonical.startswith(ADMIN_PREFIX + "/")
 
 
+# The spend page (issue 14): its sign-in form and static files are public routes (by route name);
+# its signed cookie (proxy.admin.session) counts as the token; the page itself sends a browser
+# without either to the sign-in form.
+PUBLIC_ROUTE_PREFIX: Final[str] = "meter-public-"
+PAGE_ROUTE_NAME: Final[str] = "meter-page"
+SIGN_IN_PATH: Final[str] = "/meter/login"
+
+
+def is_public_route(request: web.Request) -> bool:
+    name = request.match_info.route.name
+    return name is not None and name.startswith(PUBLIC_ROUTE_PREFIX)
+
+
+def session_matches(request: web.Request, token: str) -> bool:
+    return session.valid(request.cookies.get(session.COOKIE_NAME), token, datetime.now(UTC))
+
+
 def admin_auth_middleware(token: str | None) -> Middleware:
     """Middleware requiring the admin token on every ``/meter`` route (no-op without a token)."""
 
@@ -44,8 +63,12 @@ def admin_auth_middleware(token: str | None) -> Middleware:
         if (
             token
             and is_admin_route(request)
+            and not is_public_route(request)
             and not token_matches(request.headers.get("Authorization"), token)
+            and not session_matches(request, token)
         ):
+            if request.match_info.route.name == PAGE_ROUTE_NAME:
+                return web.Response(status=303, headers={"Location": SIGN_IN_PATH})
             return unauthorized(
                 "A valid admin token is required: Authorization: Bearer <admin.token>."
             )

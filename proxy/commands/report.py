@@ -11,6 +11,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pricing.book import PriceBook
+    from pricing.whatif import Lever
     from proxy.admin.reporting import Window
 
 DATABASE_URL_ENV = "OPENAI_METER_DATABASE_URL"
@@ -43,6 +45,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("--team", help="only this team")
     parser.add_argument("--model", help="only this (response) model")
     parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        metavar="LEVER",
+        help="re-price the same calls: model=MODEL or tier=standard|batch|flex|priority "
+        "(repeatable); each row gets the what-if cost, the difference and what could not be "
+        "re-priced",
+    )
+    parser.add_argument(
+        "--savings",
+        action="store_true",
+        help="add savings already made: cached input, batch and flex, and the cached share",
+    )
     parser.add_argument("--database-url", help=f"ledger URL (env {DATABASE_URL_ENV})")
     parser.add_argument("--config", help="config file (YAML) to read database.url from")
     parser.set_defaults(func=_run)
@@ -64,6 +80,7 @@ def database_url(args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
+    import os
     from datetime import UTC, datetime
 
     from proxy.admin.reporting import ReportError, parse_by, resolve_window
@@ -81,8 +98,20 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"openai-meter report: {exc}", file=sys.stderr)
         return 2
+    book: PriceBook | None = None
+    levers: tuple[Lever, ...] = ()
     try:
-        text = asyncio.run(_report(url, args, window, by))
+        if args.what_if or args.savings:
+            from pricing.whatif import LeverError, parse_levers
+            from proxy.commands.prices import configured_book
+
+            try:
+                book = configured_book(args.config, os.environ)
+                levers = parse_levers(args.what_if, book)
+            except (LeverError, ConfigError, ValueError) as exc:
+                print(f"openai-meter report: {exc}", file=sys.stderr)
+                return 2
+        text = asyncio.run(_report(url, args, window, by, book, levers))
     except NoLedger as exc:
         print(f"openai-meter report: {exc}", file=sys.stderr)
         return 1
@@ -96,7 +125,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _report(url: str, args: argparse.Namespace, window: Window, by: tuple[str, ...]) -> str:
+async def _report(
+    url: str,
+    args: argparse.Namespace,
+    window: Window,
+    by: tuple[str, ...],
+    book: PriceBook | None = None,
+    levers: tuple[Lever, ...] = (),
+) -> str:
     from proxy.admin.report_query import load_report
     from proxy.admin.reporting import render
     from storage.engine import create_engine
@@ -116,6 +152,14 @@ async def _report(url: str, args: argparse.Namespace, window: Window, by: tuple[
         if not await has_ledger(engine):
             raise NoLedger(missing)
         report = await load_report(engine, window, by, team=args.team, model=args.model)
+        if book is not None:
+            from proxy.admin.whatif import load_extras, render_extended
+
+            filters = {k: v for k, v in (("team", args.team), ("model", args.model)) if v}
+            extras = await load_extras(
+                engine, book, window, by, levers, with_savings=args.savings, filters=filters
+            )
+            return render_extended(report, extras, args.format)
     finally:
         await engine.dispose()
     return render(report, args.format)

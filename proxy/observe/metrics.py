@@ -426,8 +426,10 @@ class Metrics:
         usage_tier: str | None = None,
         max_identity_values: int = 1000,
         canonical: Callable[[str], str | None] | None = None,
+        savings: Callable[[UsageRecord], Mapping[str, Decimal]] | None = None,
     ) -> None:
         self.bounds = LabelBounds(models, teams, canonical)
+        self._savings_of = savings
         self._user_labels = user_labels
         self._key_labels = key_labels
         self._has_identity = user_labels or key_labels
@@ -476,6 +478,12 @@ class Metrics:
         )
         self._unpriced = counter(
             "unpriced_requests", "Calls recorded with no price (cost NULL).", ("model",)
+        )
+        self._savings = counter(
+            "savings_usd",
+            "Savings already made in USD: kind cached_input (vs the full input price), batch and "
+            "flex (vs standard).",
+            ("model", "team", "kind"),
         )
         self._estimated = counter(
             "estimated_usage",
@@ -617,6 +625,14 @@ class Metrics:
         if source != "none":
             s.genai_input.observe(record.input_tokens)
             s.genai_output.observe(record.output_tokens)
+        # Last, so a failure here costs only this series: cached calls and batch/flex calls only.
+        if (
+            self._savings_of is not None
+            and cost is not None
+            and (record.cached_input_tokens or s.tier in ("batch", "flex"))
+        ):
+            for kind, amount in self._savings_of(record).items():
+                _inc(self._savings(s.model, s.team, kind), float(amount))
 
     def _bind(self, key: tuple[Any, ...]) -> _Series:
         """Bounded labels and the always-used series for one raw label combination, cached."""

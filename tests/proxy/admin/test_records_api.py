@@ -17,8 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pricing.book import PriceBook
 from proxy.admin.admin_api import RECORDS_PARAMETERS, SPEND_PARAMETERS, add_admin_routes
 from proxy.admin.cursor import CursorError, decode_cursor, encode_cursor
+from proxy.admin.prices_api import PRICEBOOK_KEY
 from tests.support.spend_ledger import at, ledger_with, make_record, november_records
 
 CLOCK = at("2026-11-17T12:00:00Z")
@@ -29,6 +31,7 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     async for engine in ledger_with(tmp_path / "ledger.db", november_records()):
         app = web.Application()
+        app[PRICEBOOK_KEY] = PriceBook.load()  # what_if / savings re-price with it
         add_admin_routes(app, engine, clock=lambda: CLOCK)
         async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as test_client:
             yield test_client
@@ -93,6 +96,8 @@ async def test_every_documented_parameter_is_accepted(client: TestClient[Any, An
         "format": "json",
         "team": "a",
         "model": "m",
+        "what_if": "tier=batch",
+        "savings": "1",
     }
     assert set(spend) == SPEND_PARAMETERS
     await get_json(client, "/meter/spend?" + "&".join(f"{k}={v}" for k, v in spend.items()))
