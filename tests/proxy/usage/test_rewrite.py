@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.usage.rewrite import (
+    MAX_HELD_BYTES,
     UsageChunkStripper,
     inject_include_usage,
     is_usage_only_event,
@@ -71,9 +72,11 @@ def test_stripped_stream_is_what_the_client_would_have_received() -> None:
     injected = raw("chat_stream_include_usage.sse")
     out = strip([injected])
     assert events(out) == events(raw("chat_stream_plain.sse"))
-    # every byte other than the usage chunk is untouched
+    # byte for byte: the usage chunk and the ``"usage":null`` upstream added are gone, and nothing
+    # else changed (the fixtures are the same stream with and without include_usage)
+    assert out == raw("chat_stream_plain.sse")
     usage_event = next(e for e in injected.split(b"\n\n") if b'"choices":[]' in e) + b"\n\n"
-    assert out == injected.replace(usage_event, b"")
+    assert out == injected.replace(usage_event, b"").replace(b',"usage":null}', b"}")
 
 
 def test_legacy_completions_usage_chunk_is_stripped() -> None:
@@ -85,6 +88,7 @@ def test_legacy_completions_usage_chunk_is_stripped() -> None:
 def test_stream_without_usage_chunk_passes_unchanged() -> None:
     data = raw("chat_stream_plain.sse")
     assert strip(bytewise(data)) == data
+    assert strip([data]) == data
 
 
 def test_only_the_usage_only_event_matches() -> None:
@@ -98,7 +102,7 @@ def test_only_the_usage_only_event_matches() -> None:
 def test_complete_content_events_are_forwarded_immediately() -> None:
     stripper = UsageChunkStripper()
     first = raw("chat_stream_include_usage.sse").split(b"\n\n")[0] + b"\n\n"
-    assert stripper.feed(first) == first
+    assert stripper.feed(first) == first.replace(b',"usage":null', b"")
 
 
 def test_a_partial_content_event_is_released_once_it_cannot_be_usage() -> None:
@@ -108,7 +112,7 @@ def test_a_partial_content_event_is_released_once_it_cannot_be_usage() -> None:
     # before the choices are visible the fragment is held; once visible it goes out at once
     assert stripper.feed(event[:20]) == b""
     assert stripper.feed(event[20:cut]) == event[:cut]
-    assert stripper.feed(event[cut:]) == event[cut:]
+    assert stripper.feed(event[cut:]) == event[cut:].replace(b',"usage":null', b"")
 
 
 @settings(max_examples=80, deadline=None)
@@ -146,3 +150,82 @@ def test_a_crlf_stream_cut_right_after_the_usage_line_loses_no_byte() -> None:
     data = raw("chat_stream_include_usage.sse").replace(b"\n", b"\r\n")
     cut = data.index(b"}}}\r\n") + len(b"}}}\r\n")
     assert strip([data[:cut], data[cut:]]) == strip([data])
+
+
+# --- "usage": null, bounded hold-back, linear cost ------------------------------------------
+
+
+@settings(max_examples=120, deadline=None)
+@given(positions=cuts(), crlf=st.booleans())
+def test_any_split_gives_the_plain_streams_bytes(positions: list[int], crlf: bool) -> None:
+    injected, plain = raw("chat_stream_include_usage.sse"), raw("chat_stream_plain.sse")
+    if crlf:
+        injected, plain = injected.replace(b"\n", b"\r\n"), plain.replace(b"\n", b"\r\n")
+    assert strip(chunked(injected, positions)) == plain
+
+
+def test_usage_null_split_at_every_byte_is_removed() -> None:
+    event = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}\n\n'
+    expected = event.replace(b',"usage":null', b"")
+    for cut in range(1, len(event)):
+        assert strip([event[:cut], event[cut:]]) == expected, cut
+
+
+def test_only_the_field_is_removed_never_text_that_looks_like_it() -> None:
+    # inside a JSON string the quotes are escaped; a key that is not exactly usage stays too
+    event = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"\\",\\"usage\\":null"}}],'
+        b'"my_usage":null,"usage":null}\n\n'
+    )
+    assert strip(bytewise(event)) == event.replace(b',"usage":null}', b"}")
+
+
+def test_the_end_of_an_event_is_not_held_back() -> None:
+    stripper = UsageChunkStripper()
+    event = raw("chat_stream_include_usage.sse").split(b"\n\n")[1] + b"\n\n"
+    cut = event.index(b'"choices":[{') + len(b'"choices":[{')
+    assert stripper.feed(event[:cut]) == event[:cut]
+    # the rest, up to the blank line, goes out at once (minus the null field)
+    assert stripper.feed(event[cut:]) == event[cut:].replace(b',"usage":null', b"")
+
+
+def test_a_long_fragment_is_released_once_over_the_hold_bound() -> None:
+    """An event start without any marker (e.g. pretty-printed JSON) is held only while it is
+    small enough to be the usage chunk."""
+    stripper = UsageChunkStripper()
+    head = b'data: { "choices": [ { "delta": { "content": "'
+    assert stripper.feed(head) == b""
+    sent = b""
+    piece = b"x" * 1000
+    for _ in range(20):
+        sent += stripper.feed(piece)
+        assert len(stripper._held) <= MAX_HELD_BYTES
+    assert sent == (head + piece * 20)[: len(sent)]
+    assert len(sent) == len(head) + 20_000  # released at the bound, then passed as it came
+    assert stripper.feed(b'" } } ] }\n\n') == b'" } } ] }\n\n'
+
+
+def test_a_50_mb_line_passes_in_pieces_with_bounded_state() -> None:
+    stripper = UsageChunkStripper()
+    piece = b"a" * 65536
+    out = stripper.feed(b"data: {")
+    total = 0
+    for _ in range(800):  # 52 MB, no newline
+        got = stripper.feed(piece)
+        total += len(got)
+        assert len(stripper._held) <= MAX_HELD_BYTES
+        assert len(stripper._context) <= 3
+    out += stripper.flush()
+    assert total + len(out) == 7 + 800 * 65536
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_a_usage_chunk_is_dropped_after_an_oversized_event(crlf: bool) -> None:
+    big = b"data: {" + b"z" * 100_000 + b"}\n\n"
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":1}}\n\n'
+    data = big + usage + b"data: [DONE]\n\n"
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    expected = data.replace(usage.replace(b"\n", b"\r\n") if crlf else usage, b"")
+    assert strip([data]) == expected
+    assert strip(chunked(data, list(range(1, len(data), 4097)))) == expected
