@@ -56,6 +56,10 @@ MAX_TOKENS_PER_CALL = 10**12
 
 _EMPTY_UNITS: Final[Mapping[str, Decimal]] = MappingProxyType({})
 
+# No single API call consumes anywhere near this many tokens (the largest context windows are ~1e6):
+# a reported count above it is a broken or hostile upstream, never a bill.
+MAX_TOKENS_PER_CALL: Final = 10**12
+
 
 # Built several times per call: a plain slotted class, not frozen (a frozen dataclass sets each of
 # its 12 fields through object.__setattr__: ~6x slower to construct). Treat it as immutable: derive

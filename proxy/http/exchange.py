@@ -44,6 +44,9 @@ class StreamRewriter(Protocol):
 class ResponsePlan:
     tap: Tap
     rewriter: StreamRewriter | None = None
+    # > 0: the tap reads the body whole anyway (JSON): the forwarder reads up to this many bytes
+    # before answering, and a body that ended within it goes out with its Content-Length.
+    buffer_limit: int = 0
 
 
 @dataclass(slots=True)

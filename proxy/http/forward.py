@@ -52,7 +52,7 @@ from proxy.http.headers import (
     is_websocket_upgrade,
     upstream_request_headers,
 )
-from proxy.http.observation import NullTap
+from proxy.http.observation import NullTap, Tap
 from proxy.http.upload_copy import tee_body
 from proxy.http.websocket import relay_websocket
 from proxy.settings import Settings
@@ -416,18 +416,59 @@ class Forwarder:
         tap = plan.tap
         rewriter = plan.rewriter
         tap_ok = True
+        headers = client_response_headers(upstream.headers)
+        first = True
+        pending: list[bytes] = []
+        failure: BaseException | None = None
+        if plan.buffer_limit > 0 and rewriter is None:
+            # The tap reads this body whole anyway (JSON): read it first and send it with its
+            # Content-Length, as upstream would have (the body is decoded, so upstream's own
+            # length cannot be kept). Past the limit it streams like any other body.
+            size = 0
+            ended = False
+            try:
+                async for chunk in upstream.content.iter_any():
+                    if first:
+                        exchange.first_chunk_monotonic = time.monotonic()
+                        first = False
+                    pending.append(chunk)
+                    if tap_ok:
+                        tap_ok = self._feed(tap, chunk, exchange)
+                    size += len(chunk)
+                    if size > plan.buffer_limit:
+                        break
+                else:
+                    ended = True
+            except (TimeoutError, ClientPayloadError, ClientConnectionError, OSError) as exc:
+                failure = exc  # reported below, after what did arrive was sent
+            if ended:
+                exchange.upstream_done_monotonic = time.monotonic()
+                whole = web.Response(
+                    status=status, reason=upstream.reason, headers=headers, body=b"".join(pending)
+                )
+                try:
+                    await whole.prepare(request)
+                    await whole.write_eof()
+                except (ConnectionError, ClientConnectionError) as exc:
+                    exchange.outcome = "client_disconnect"
+                    exchange.error = type(exc).__name__
+                    return whole
+                exchange.body_complete = True
+                return whole
 
-        response = web.StreamResponse(
-            status=status, reason=upstream.reason, headers=client_response_headers(upstream.headers)
-        )
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         try:
             await response.prepare(request)
         except (ConnectionError, ClientConnectionError) as exc:
             exchange.outcome = "client_disconnect"
             exchange.error = type(exc).__name__
             return response
-        first = True
         try:
+            for chunk in pending:  # already fed to the tap
+                await _write(response, chunk)
+            pending = []
+            if failure is not None:
+                raise failure
             async for chunk in upstream.content.iter_any():
                 if first:
                     exchange.first_chunk_monotonic = time.monotonic()
@@ -442,11 +483,7 @@ class Forwarder:
                 if out:
                     await _write(response, out)
                 if tap_ok:
-                    try:
-                        tap.feed(chunk)
-                    except Exception as exc:
-                        self._metering_failed("tap", exc, exchange)
-                        tap_ok = False
+                    tap_ok = self._feed(tap, chunk, exchange)
             exchange.upstream_done_monotonic = time.monotonic()
             if rewriter is not None:
                 try:
@@ -473,6 +510,15 @@ class Forwarder:
             exchange.error = type(exc).__name__
             _abort(request)
         return response
+
+    def _feed(self, tap: Tap, chunk: bytes, exchange: Exchange) -> bool:
+        """Feed the tap (guarded); False once it failed (it is not fed again)."""
+        try:
+            tap.feed(chunk)
+        except Exception as exc:
+            self._metering_failed("tap", exc, exchange)
+            return False
+        return True
 
     # -- WebSocket ------------------------------------------------------------------------------
 

@@ -123,12 +123,14 @@ class SSEDecoder:
             self._pending = []
             self._pending_size = 0
             start = first + 1
-        rest = chunk[cut + 1 :]
-        if rest:
-            self._keep(rest)
-        if start > cut:
-            return events
-        lines = chunk[start:cut]
+        if start <= cut:
+            self._lines(chunk[start:cut], events)
+        if cut + 1 < len(chunk):
+            self._keep(chunk[cut + 1 :])  # after the complete lines: keeping may poison an event
+        return events
+
+    def _lines(self, lines: bytes, events: list[SSEEvent]) -> None:
+        """Complete lines (LF-separated, without the last line end)."""
         if (
             not self._has_data
             and not self._event
@@ -144,10 +146,9 @@ class SSEDecoder:
                     for line in block.split(b"\n"):
                         self._line(line, events)
                     self._line(b"", events)
-            return events
+            return
         for line in lines.split(b"\n"):
             self._line(line, events)
-        return events
 
     def finish(self) -> list[SSEEvent]:
         events: list[SSEEvent] = []
@@ -206,7 +207,7 @@ class SSEDecoder:
             self._has_data = True
             if self._poisoned:
                 return
-            self._data_size += len(value) + 1
+            self._data_size += len(value) + 1 if self._data else len(value)
             if self._data_size > self._max:
                 self._poison()
                 return
