@@ -11,6 +11,7 @@ MODULES = (
     "bench.usage_bench",
     "bench.ledger_bench",
     "bench.notify_bench",
+    "bench.stream_bench",
 )
 
 

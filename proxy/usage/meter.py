@@ -38,7 +38,7 @@ from proxy.http.upload_copy import UploadCopy
 from proxy.usage.audio import AUDIO_ENDPOINTS, measured
 from proxy.usage.audio_duration import install_upload_copy, probe_upload, take_upload_copy
 from proxy.usage.dedupe import DedupeStore
-from proxy.usage.encodings import Encodings
+from proxy.usage.encodings import Encodings, encoding_name_for_model
 from proxy.usage.estimate import estimate_usage
 from proxy.usage.form import form_fields
 from proxy.usage.plan import Call, choose_tap, is_json
@@ -291,10 +291,14 @@ class UsageMeter:
         # proxy's own 504 says nothing about whether upstream ran (and billed) the call.
         return plan is None or status is None or status < 400
 
-    @staticmethod
-    def _estimate_is_long(exchange: Exchange, obs: Observation) -> bool:
+    def _estimate_is_long(self, exchange: Exchange, obs: Observation) -> bool:
         size = len(exchange.request_body or b"") + len(obs.output_text)
-        return size > _LONG_ESTIMATE_CHARS
+        if size > _LONG_ESTIMATE_CHARS:
+            return True
+        # An encoding not loaded yet (start-up preload still running) would be built - or waited
+        # for, behind the preload's lock - on the loop: seconds. Let a worker thread wait instead.
+        name = encoding_name_for_model(obs.model or exchange.model_requested)
+        return name not in self._encodings.loaded()
 
     def _estimate_later(self, exchange: Exchange, obs: Observation) -> None:
         """Count a large call's tokens in a worker thread (tiktoken encodes outside the GIL, in
