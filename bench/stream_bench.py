@@ -85,13 +85,18 @@ asyncio.run(main())
 """
 
 
-async def _hostile(mode: str, megabytes: int) -> dict[str, float]:
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _servers(
+    mode: str, megabytes: int
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], str]:
+    """The hostile upstream and the product (``openai-meter serve``), each in its own process."""
     py = sys.executable
-    root = Path(__file__).resolve().parents[1]
     upstream = subprocess.Popen(
         [py, "-m", "tests.support.hostile_upstream", mode, str(megabytes)],
         stdout=subprocess.PIPE,
-        cwd=root,
+        cwd=ROOT,
     )
     assert upstream.stdout is not None
     up_url = f"http://127.0.0.1:{int(upstream.stdout.readline())}"
@@ -104,10 +109,15 @@ async def _hostile(mode: str, megabytes: int) -> dict[str, float]:
         [py, "-m", "proxy.cli", "serve", "--config", str(tmp / "c.yaml"), "--port", str(port),
          "--upstream", up_url, "--database-url", f"sqlite:///{tmp / 'l.db'}"],
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ["BENCH_PROXY_STDERR"], "wb") if "BENCH_PROXY_STDERR" in os.environ else subprocess.DEVNULL,
-        cwd=root,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    return upstream, proxy, f"http://127.0.0.1:{port}"
+
+
+async def _hostile(mode: str, megabytes: int) -> dict[str, float]:
+    py = sys.executable
+    upstream, proxy, url = _servers(mode, megabytes)
     health: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:

@@ -161,14 +161,16 @@ def choose_tap(call: Call) -> Tap:
             return _json(call, _CHAT_READERS[True, True])
         return NullTap()
     if call.endpoint == "responses":
-        return _responses_tap(call, segs, method, sse)
+        return _responses_tap(call, segs, method)
     if call.endpoint == "embeddings" and method == "POST":
         return _json(call, embeddings_reader)
     if call.endpoint in ("images.generations", "images.edits", "images.variations"):
         if method != "POST":
             return NullTap()
         reader = images_reader({**req, "model": model} if model else req)
-        return _either(call, reader, lambda: UsageEventStreamTap(model=model, max_event_bytes=events))
+        return _either(
+            call, reader, lambda: UsageEventStreamTap(model=model, max_event_bytes=events)
+        )
     if call.endpoint in ("audio.transcriptions", "audio.translations") and method == "POST":
         if sse:
             return UsageEventStreamTap(model=model, max_event_bytes=events)
@@ -186,7 +188,7 @@ def choose_tap(call: Call) -> Tap:
     return NullTap()
 
 
-def _responses_tap(call: Call, segs: list[str], method: str, sse: bool) -> Tap:
+def _responses_tap(call: Call, segs: list[str], method: str) -> Tap:
     req = call.request
     events = call.max_event_bytes
     if method == "POST" and len(segs) == 1:

@@ -206,8 +206,8 @@ class UsageChunkStripper:
             for match in _EVENT_END.finditer(probe):
                 if match.end() > len(context):
                     return _unless_half_crlf(chunk, match.end() - len(context))
-        match = _EVENT_END.search(chunk, pos)
-        return -1 if match is None else _unless_half_crlf(chunk, match.end())
+        found = _EVENT_END.search(chunk, pos)
+        return -1 if found is None else _unless_half_crlf(chunk, found.end())
 
 
 def _unless_half_crlf(chunk: bytes, end: int) -> int:

@@ -545,7 +545,9 @@ class UsageEventStreamTap:
 
     __slots__ = ("_decoder", "_invalid", "_model", "_usage")
 
-    def __init__(self, *, model: str | None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, *, model: str | None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
         self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
         self._invalid = False
         self._model = model

@@ -12,10 +12,11 @@ docs/performance.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,16 +36,19 @@ def _fast_encodings(monkeypatch: pytest.MonkeyPatch) -> None:
     share_encodings(monkeypatch)
 
 
-async def _hostile(mode: str, megabytes: int) -> AsyncIterator[str]:
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def _hostile(mode: str, megabytes: int) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.hostile_upstream", mode, str(megabytes)],
         stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
     )
     try:
         assert process.stdout is not None
-        line = await asyncio.to_thread(process.stdout.readline)
-        yield f"http://127.0.0.1:{int(line)}"
+        yield f"http://127.0.0.1:{int(process.stdout.readline())}"
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -106,7 +110,7 @@ async def _stream(base_url: str) -> Received:
 async def _through_proxy(
     mode: str, megabytes: int, tmp_path: Path
 ) -> tuple[Received, Probe, int, dict[str, object]]:
-    async for upstream_url in _hostile(mode, megabytes):
+    with _hostile(mode, megabytes) as upstream_url:
         async with Product(upstream_url, tmp_path) as product:
             baseline = _rss()
             probe = Probe()
@@ -118,8 +122,7 @@ async def _through_proxy(
                 stop.set()
                 await prober
             [row] = await product.wait_rows(1)
-        return received, probe, baseline, row
-    raise AssertionError("the hostile upstream did not start")
+    return received, probe, baseline, row
 
 
 def _assert_held_up(received: Received, probe: Probe, baseline: int, megabytes: int) -> None:

@@ -89,7 +89,9 @@ def test_streams_are_byte_exact_whatever_the_split(offsets: list[int]) -> None:
     asyncio.run(_scenario(offsets))
 
 
-async def test_every_byte_split_stream_is_byte_exact(upstream: FakeUpstream, tmp_path: Path) -> None:
+async def test_every_byte_split_stream_is_byte_exact(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
     upstream.stream_events = 2
     upstream.sse_split = list(range(1, 2000))  # one byte per write
     async with Product(upstream.url, tmp_path) as product:

@@ -110,9 +110,7 @@ def _with(usage: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str,
 
 @settings(max_examples=200, deadline=None)
 @given(path=st.sampled_from(CHAT_PATHS), value=bad_counts)
-def test_any_bad_count_anywhere_makes_chat_usage_invalid(
-    path: tuple[str, ...], value: Any
-) -> None:
+def test_any_bad_count_anywhere_makes_chat_usage_invalid(path: tuple[str, ...], value: Any) -> None:
     with pytest.raises(InvalidUsage):
         completion_usage(_with(CHAT_USAGE, path, value))
 
@@ -228,7 +226,9 @@ def test_an_oversized_event_makes_the_stream_estimated(positions: list[int]) -> 
 
 def test_an_oversized_delta_does_not_hide_the_usage_chunk() -> None:
     data = _stream_with_giant_delta(20_000, usage=True)
-    obs = run(ChatStreamTap(max_event_bytes=4096), [data[i : i + 1000] for i in range(0, len(data), 1000)])
+    obs = run(
+        ChatStreamTap(max_event_bytes=4096), [data[i : i + 1000] for i in range(0, len(data), 1000)]
+    )
     assert obs.source == "reported" and obs.usage == Usage(input_tokens=19, output_tokens=14)
 
 
@@ -270,7 +270,9 @@ def test_a_mislabelled_chat_body_is_read_as_what_it_is(
     obs = run(tap, chunked(body, positions))
     assert obs.source == "reported" and obs.usage is not None and obs.usage.input_tokens > 0
     stream = raw("chat_stream_include_usage.sse")
-    obs = run(_tap("chat.completions", "/v1/chat/completions", label, request), chunked(stream, positions))
+    obs = run(
+        _tap("chat.completions", "/v1/chat/completions", label, request), chunked(stream, positions)
+    )
     assert obs.source == "reported" and obs.usage == Usage(input_tokens=19, output_tokens=14)
 
 
@@ -293,7 +295,9 @@ def test_mislabelled_responses_and_embeddings_bodies_are_read(label: str) -> Non
     assert obs.source == "reported" and obs.usage is not None and obs.usage.input_tokens > 0
 
 
-@pytest.mark.parametrize("body", [b"", b"   ", b"<html>bad gateway</html>", b"\xff\xfe\x00", b"dat"])
+@pytest.mark.parametrize(
+    "body", [b"", b"   ", b"<html>bad gateway</html>", b"\xff\xfe\x00", b"dat"]
+)
 def test_an_unreadable_priced_body_asks_for_an_estimate(body: bytes) -> None:
     obs = run(_tap("chat.completions", "/v1/chat/completions", "text/plain", {}), [body])
     assert obs.usage is None and obs.usage_expected  # the meter estimates: never a silent $0
@@ -320,7 +324,9 @@ def _big_responses_body() -> dict[str, Any]:
 def test_a_large_responses_body_is_skimmed_to_the_same_observation(positions: list[int]) -> None:
     data = orjson.dumps(_big_responses_body())
     positions = [p * 211 for p in positions]  # spread the cuts over the 2 MB body
-    skimmed = run(JsonBodyTap(responses_reader(retrieval=False, stored=True)), chunked(data, positions))
+    skimmed = run(
+        JsonBodyTap(responses_reader(retrieval=False, stored=True)), chunked(data, positions)
+    )
     parsed = responses_reader(retrieval=False, stored=True)(orjson.loads(data))  # a whole parse
     assert skimmed.source == "reported"
     assert skimmed.usage == parsed.usage and skimmed.usage is not None
@@ -338,7 +344,9 @@ def test_a_large_embeddings_body_is_skimmed() -> None:
     data = b'{"object":"list","data":[' + vectors
     data += b'],"model":"text-embedding-3-large","usage":{"prompt_tokens":77,"total_tokens":77}}'
     assert len(data) > PARSE_WHOLE_BYTES
-    obs = run(JsonBodyTap(embeddings_reader), [data[i : i + 65536] for i in range(0, len(data), 65536)])
+    obs = run(
+        JsonBodyTap(embeddings_reader), [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    )
     assert obs.usage == Usage(input_tokens=77) and obs.model == "text-embedding-3-large"
 
 

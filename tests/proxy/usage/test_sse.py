@@ -17,7 +17,9 @@ TRANSCRIPTS = [
 
 
 def decode(pieces: list[bytes], max_event_bytes: int | None = None) -> list[SSEEvent]:
-    decoder = SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes=max_event_bytes)
+    decoder = (
+        SSEDecoder() if max_event_bytes is None else SSEDecoder(max_event_bytes=max_event_bytes)
+    )
     events: list[SSEEvent] = []
     for piece in pieces:
         events.extend(decoder.feed(piece))
@@ -87,7 +89,7 @@ def test_any_split_equals_whole(name: str, positions: list[int], crlf: bool) -> 
 _SMALL = b'data: {"a":1}\n\n'
 _BIG_LINE = b"data: " + b"x" * 5000 + b"\n\n"
 _MANY_LINES = b"".join(b"data: " + b"y" * 900 + b"\n" for _ in range(8)) + b"\n"  # 7.2 KB event
-_TYPED = b"event: response.completed\ndata: {\"b\":2}\n\n"
+_TYPED = b'event: response.completed\ndata: {"b":2}\n\n'
 _OVERSIZE_STREAM = _SMALL + _BIG_LINE + _TYPED + _MANY_LINES + _SMALL
 
 
