@@ -163,11 +163,23 @@ class UsageChunkStripper:
         out: list[bytes] = []
         pos = 0
         size = len(chunk)
+        lf_only = b"\r" not in chunk
         while pos < size:
             if self._dropped:
                 out.append(chunk[pos:])
                 break
-            end = self._event_end(chunk, pos)
+            if lf_only and not self._held and not self._passing:
+                # At an event start: every complete event up to the chunk's last one at once,
+                # unless one of them could be the usage chunk (a non-null "usage").
+                last = _last_event_end(chunk, pos)
+                if last > pos:
+                    region = chunk[pos:last]
+                    if region.count(b'"usage"') == region.count(b'"usage":null'):
+                        out.append(region)
+                        pos = last
+                        self._context = b""
+                        continue
+            end = self._event_end(chunk, pos, lf_only)
             if end < 0:  # the event goes on in the next chunk
                 piece = chunk[pos:] if pos else chunk
                 self._context = (self._context + chunk[max(pos, size - 3) :])[-3:]
@@ -197,7 +209,7 @@ class UsageChunkStripper:
             pos = end
         return b"".join(out)
 
-    def _event_end(self, chunk: bytes, pos: int) -> int:
+    def _event_end(self, chunk: bytes, pos: int, lf_only: bool) -> int:
         """Where the current event ends in ``chunk`` (searching from ``pos``), or -1."""
         context = self._context if pos == 0 else b""
         if context:
@@ -206,8 +218,39 @@ class UsageChunkStripper:
             for match in _EVENT_END.finditer(probe):
                 if match.end() > len(context):
                     return _unless_half_crlf(chunk, match.end() - len(context))
+        if lf_only:  # the usual framing: memchr speed (the regex is ~30x slower on long lines)
+            return _first_event_end(chunk, pos)
         found = _EVENT_END.search(chunk, pos)
         return -1 if found is None else _unless_half_crlf(chunk, found.end())
+
+
+# Newline searches go byte by byte (memchr): CPython's multi-byte ``find`` is 10-100x slower on
+# long lines (a 64 KiB line: ~90-130 us for b"\n\n" against ~1-15 us for b"\n").
+
+
+def _first_event_end(chunk: bytes, pos: int) -> int:
+    """The end of the first LF-LF in ``chunk[pos:]`` (LF-only framing), or -1."""
+    at = chunk.find(b"\n", pos)
+    while at >= 0:
+        if chunk[at + 1 : at + 2] == b"\n":
+            return at + 2
+        at = chunk.find(b"\n", at + 1)
+    return -1
+
+
+def _last_event_end(chunk: bytes, pos: int) -> int:
+    """The last event end in ``chunk[pos:]`` for a left-to-right reading from ``pos`` (LF-only),
+    or -1. After a line, a run of k line ends closes its event and then k-2 empty ones, pairwise:
+    the last end is at ``run start + 2 * (k // 2)``."""
+    at = chunk.rfind(b"\n", pos)
+    while at > pos:
+        if chunk[at - 1] == 0x0A:  # ``at`` ends a run of at least two
+            start = at - 1
+            while start > pos and chunk[start - 1] == 0x0A:
+                start -= 1
+            return start + 2 * ((at + 1 - start) // 2)
+        at = chunk.rfind(b"\n", pos, at)
+    return -1
 
 
 def _unless_half_crlf(chunk: bytes, end: int) -> int:

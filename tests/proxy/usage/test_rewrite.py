@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -7,6 +9,8 @@ from hypothesis import strategies as st
 
 from proxy.usage.rewrite import (
     MAX_HELD_BYTES,
+    _first_event_end,
+    _last_event_end,
     UsageChunkStripper,
     inject_include_usage,
     is_usage_only_event,
@@ -229,3 +233,40 @@ def test_a_usage_chunk_is_dropped_after_an_oversized_event(crlf: bool) -> None:
     expected = data.replace(usage.replace(b"\n", b"\r\n") if crlf else usage, b"")
     assert strip([data]) == expected
     assert strip(chunked(data, list(range(1, len(data), 4097)))) == expected
+
+
+# --- the newline searches agree with the reference reading, blank-line runs and all ---------------
+
+_CONTENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}'
+_USAGE_ONLY = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}'
+
+
+def _reference_ends(data: bytes) -> list[int]:
+    return [m.end() for m in re.finditer(rb"\n\n", data)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([b"\n", b"a", b"\n\n", b"data: x", b"\n\n\n"]), max_size=30))
+def test_event_end_searches_match_a_left_to_right_reading(data: list[bytes]) -> None:
+    blob = b"".join(data)
+    ends = _reference_ends(blob)
+    assert _first_event_end(blob, 0) == (ends[0] if ends else -1)
+    assert _last_event_end(blob, 0) == (ends[-1] if ends else -1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    blanks=st.lists(st.integers(min_value=2, max_value=5), min_size=6, max_size=6),
+    usage_at=st.integers(min_value=0, max_value=5),
+    positions=cuts(),
+)
+def test_streams_with_blank_line_runs_strip_the_same_whatever_the_split(
+    blanks: list[int], usage_at: int, positions: list[int]
+) -> None:
+    parts = [(_USAGE_ONLY if i == usage_at else _CONTENT) + b"\n" * n for i, n in enumerate(blanks)]
+    data = b"".join(parts) + b"data: [DONE]\n\n"
+    whole = strip([data])
+    assert strip(chunked(data, positions)) == whole
+    assert strip(bytewise(data)) == whole
+    assert b'"prompt_tokens"' not in whole and b'"usage":null' not in whole
+    assert whole.count(b"data: ") == len(blanks)  # the usage event (and only it) is gone
