@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from proxy.usage.rewrite import (
     MAX_HELD_BYTES,
+    UsageChunkStripper,
     _first_event_end,
     _last_event_end,
-    UsageChunkStripper,
     inject_include_usage,
     is_usage_only_event,
     needs_injection,
