@@ -83,12 +83,18 @@ class JsonBodyTap:
         self._tools = _ToolScan()
 
     def feed(self, chunk: bytes) -> None:
-        self._tools.feed(chunk)
         if self._overflow:
+            self._tools.feed(chunk)
             self._keep_tail(chunk)
             return
         self._chunks.append(chunk)
+        before = self._size
         self._size += len(chunk)
+        if self._size > PARSE_WHOLE_BYTES or self._size > self._max:
+            # Too large to parse: count tool items as the chunks pass (the ones kept so far once).
+            scanned = before > PARSE_WHOLE_BYTES or before > self._max
+            for piece in (chunk,) if scanned else self._chunks:
+                self._tools.feed(piece)
         if self._size > self._max:
             whole = b"".join(self._chunks)
             self._chunks = []

@@ -365,3 +365,11 @@ def test_long_texts_are_counted_in_pieces_with_the_same_result() -> None:
     text = "The quarterly report, in words: naïve café 東京 🙂 " * (4 * TEXT_PIECE_CHARS // 40)
     assert len(text) > 3 * TEXT_PIECE_CHARS
     assert count_text(enc, text) == len(enc.encode_ordinary(text))
+
+
+def test_tool_items_before_an_overflow_are_counted_too() -> None:
+    data = orjson.dumps(_big_responses_body())
+    whole = responses_reader(retrieval=False, stored=True)(orjson.loads(data))
+    tap = JsonBodyTap(responses_reader(retrieval=False, stored=True), max_bytes=10_000)
+    obs = run(tap, [data[i : i + 4096] for i in range(0, len(data), 4096)])
+    assert obs.usage == whole.usage and obs.usage is not None and obs.usage.units
