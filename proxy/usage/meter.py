@@ -41,7 +41,7 @@ from proxy.usage.dedupe import DedupeStore
 from proxy.usage.encodings import Encodings, encoding_name_for_model
 from proxy.usage.estimate import estimate_usage
 from proxy.usage.form import form_fields
-from proxy.usage.plan import Call, choose_tap, is_json
+from proxy.usage.plan import Call, choose_tap
 from proxy.usage.realtime import query_model
 from proxy.usage.rewrite import UsageChunkStripper, inject_include_usage, needs_injection
 from proxy.usage.sse import DEFAULT_MAX_EVENT_BYTES
@@ -159,7 +159,7 @@ class UsageMeter:
             tap = choose_tap(call)
             rewriter = None
             status = exchange.status_code or 0
-            if exchange.usage_injected and status < 400 and not is_json(content_type):
+            if exchange.usage_injected and status < 400 and not isinstance(tap, JsonBodyTap):
                 # An injected stream (also one mislabelled text/plain): hide what we asked for.
                 rewriter = UsageChunkStripper()
             # A JSON body the tap reads whole anyway goes to the client whole, with its length.

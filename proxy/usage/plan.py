@@ -225,10 +225,12 @@ def _json(call: Call, reader: Reader) -> Tap:
 
 
 def _either(call: Call, reader: Reader, stream: Callable[[], Tap]) -> Tap:
-    """An endpoint that answers JSON or SSE: by the label, or by the body when the label is wrong."""
-    if _is_sse(call.content_type):
+    """An endpoint that answers JSON or SSE: by the label when it agrees with the request's
+    ``stream`` flag, by the body's first bytes otherwise (a wrong or missing label)."""
+    streaming = call.request.get("stream") is True
+    if _is_sse(call.content_type) and (streaming or call.method.upper() == "GET"):
         return stream()
-    if is_json(call.content_type):
+    if is_json(call.content_type) and not streaming:
         return JsonBodyTap(reader, max_bytes=call.max_json_bytes)
     return SniffTap(lambda: JsonBodyTap(reader, max_bytes=call.max_json_bytes), stream)
 

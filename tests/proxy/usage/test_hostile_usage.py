@@ -373,3 +373,17 @@ def test_tool_items_before_an_overflow_are_counted_too() -> None:
     tap = JsonBodyTap(responses_reader(retrieval=False, stored=True), max_bytes=10_000)
     obs = run(tap, [data[i : i + 4096] for i in range(0, len(data), 4096)])
     assert obs.usage == whole.usage and obs.usage is not None and obs.usage.units
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_label_that_contradicts_the_request_is_checked_against_the_body(stream: bool) -> None:
+    """A stream labelled application/json (or JSON labelled text/event-stream) is still read."""
+    request = {"model": "gpt-4o-mini", "stream": stream}
+    label = "application/json" if stream else "text/event-stream"
+    body = raw("chat_stream_include_usage.sse") if stream else compact_chat()
+    obs = run(_tap("chat.completions", "/v1/chat/completions", label, request), [body])
+    assert obs.source == "reported" and obs.usage is not None and obs.usage.input_tokens > 0
+
+
+def compact_chat() -> bytes:
+    return orjson.dumps(as_json("chat_completion_minimal.json"))
