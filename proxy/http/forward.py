@@ -10,7 +10,9 @@ One :class:`Forwarder` per app; its ``handle`` is the route handler for ``/v1/{t
 3. ``hooks.on_request`` may refuse; then the request goes upstream (``exchange.upstream_body`` /
    ``exchange.upstream_authorization`` when set), on the configured origin only;
 4. response headers -> ``hooks.on_response`` -> a plan; each chunk is written to the client first,
-   then fed to the tap;
+   then fed to the tap (a body the plan says is read whole anyway - metered JSON, up to
+   ``plan.buffer_limit`` - is read first and sent with its ``Content-Length``); the relay yields
+   to the loop every 256 KiB so one body never holds it;
 5. ``finally``: outcome, timestamps, ``hooks.on_finish`` exactly once, one log line.
 
 Every hook call is guarded: a metering failure is reported to ``on_metering_error`` (once per stage
