@@ -310,7 +310,11 @@ class UsageMeter:
             except Exception as exc:  # never lose the record
                 self._report("estimate", exc)
                 estimated = obs
-            self._conclude(exchange, estimated)
+            try:
+                self._conclude(exchange, estimated)
+            except Exception as exc:  # as on_finish: still one record for this call
+                self._report("finish", exc)
+                self._emit(exchange, self._bare_record(exchange))
 
         try:
             task = asyncio.get_running_loop().create_task(finish())
