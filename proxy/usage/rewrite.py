@@ -93,14 +93,24 @@ class _NullUsageRemover:
         if self._pending:
             data = self._pending + data
             self._pending = b""
-        if b'"usage":null' in data:
-            data = _NULL_USAGE_RE.sub(b"", data)
+        at = data.find(_NULL_USAGE)
+        if at >= 0:
+            end = at + len(_NULL_USAGE)
+            if data.find(_NULL_USAGE, end) < 0:  # one per event, one event per chunk: the usual
+                if data[end : end + 1] in (b"}", b","):
+                    data = data[:at] + data[end:]
+            else:
+                data = _NULL_USAGE_RE.sub(b"", data)
         # Hold a suffix that may still become ``,"usage":null`` + ``,`` or ``}``.
         comma = data.rfind(b",", max(0, len(data) - len(_NULL_USAGE)))
         if comma >= 0 and _NULL_USAGE.startswith(data[comma:]):
             self._pending = data[comma:]
             return data[:comma]
         return data
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
 
     def flush(self) -> bytes:
         pending, self._pending = self._pending, b""
@@ -133,7 +143,16 @@ class UsageChunkStripper:
     def feed(self, chunk: bytes) -> bytes:
         if not chunk:
             return chunk
-        return self._nulls.feed(self._strip(chunk))
+        out = self._strip(chunk)
+        if out[-1:] == b"\n" and not self._nulls.pending:
+            # The usual chunk (whole events, one null field each): the remover's work, inline.
+            at = out.find(_NULL_USAGE)
+            if at < 0:
+                return out
+            end = at + len(_NULL_USAGE)
+            if out[end : end + 1] in (b"}", b",") and out.find(_NULL_USAGE, end) < 0:
+                return out[:at] + out[end:]
+        return self._nulls.feed(out)
 
     def flush(self) -> bytes:
         held, self._held = self._held, b""
@@ -149,10 +168,10 @@ class UsageChunkStripper:
             not self._held
             and not self._passing
             and chunk[-2:] == b"\n\n"
-            and chunk.find(b"\n\n") == len(chunk) - 2
+            and chunk.find(b"\n") == len(chunk) - 2
             and b"\r" not in chunk
         ):
-            # Fast path: the chunk is exactly one whole event (LF line ends, the usual framing).
+            # Fast path: the chunk is exactly one whole one-line event (LF, the usual framing).
             # is_usage_only_event's cheap refusals first, without a call (almost every event).
             if b'"choices":[{' in chunk or b'"usage"' not in chunk or b'"usage":null' in chunk:
                 return chunk
