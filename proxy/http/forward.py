@@ -424,6 +424,7 @@ class Forwarder:
         first = True
         pending: list[bytes] = []
         failure: BaseException | None = None
+        length: int | None = None
         if plan.buffer_limit > 0 and rewriter is None:
             # The tap reads this body whole anyway (JSON): read it first and send it with its
             # Content-Length, as upstream would have (the body is decoded, so upstream's own
@@ -448,21 +449,11 @@ class Forwarder:
             except (TimeoutError, ClientPayloadError, ClientConnectionError, OSError) as exc:
                 failure = exc  # reported below, after what did arrive was sent
             if ended:
-                exchange.upstream_done_monotonic = time.monotonic()
-                whole = web.Response(
-                    status=status, reason=upstream.reason, headers=headers, body=b"".join(pending)
-                )
-                try:
-                    await whole.prepare(request)
-                    await whole.write_eof()
-                except (ConnectionError, ClientConnectionError) as exc:
-                    exchange.outcome = "client_disconnect"
-                    exchange.error = type(exc).__name__
-                    return whole
-                exchange.body_complete = True
-                return whole
+                length = size
 
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        if length is not None:
+            response.content_length = length  # sent with its length, not chunked (no join)
         try:
             await response.prepare(request)
         except (ConnectionError, ClientConnectionError) as exc:

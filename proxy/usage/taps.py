@@ -114,8 +114,8 @@ class JsonBodyTap:
         if self._overflow:
             body = _skim(self._head, b"".join(self._tail)[-_TAIL_BYTES:], self._tools)
         elif self._size > PARSE_WHOLE_BYTES:
-            whole = b"".join(self._chunks)
-            body = _skim(whole[:_HEAD_BYTES], whole[-_TAIL_BYTES:], self._tools)
+            # Only the two windows are joined (a 64 MB join alone is ~10-30 ms of memcpy here).
+            body = _skim(_head_of(self._chunks), _tail_of(self._chunks), self._tools)
         else:
             parsed = _loads(b"".join(self._chunks)) if self._chunks else None
             body = parsed if isinstance(parsed, dict) else None
@@ -129,6 +129,28 @@ class JsonBodyTap:
         if not complete and obs.usage is None:
             return _replace(obs, estimate_reason="stream_cut")
         return obs
+
+
+def _head_of(chunks: list[bytes]) -> bytes:
+    taken: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if size >= _HEAD_BYTES:
+            break
+        taken.append(chunk)
+        size += len(chunk)
+    return b"".join(taken)[:_HEAD_BYTES]
+
+
+def _tail_of(chunks: list[bytes]) -> bytes:
+    taken: list[bytes] = []
+    size = 0
+    for chunk in reversed(chunks):
+        if size >= _TAIL_BYTES:
+            break
+        taken.append(chunk)
+        size += len(chunk)
+    return b"".join(reversed(taken))[-_TAIL_BYTES:]
 
 
 def invalid_usage(model: str | None, **fields: Any) -> Observation:
