@@ -235,8 +235,13 @@ class UsageChunkStripper:
             # An end that starts in the previous chunk (at most 3 bytes of it) and ends in this one.
             probe = context + chunk[:3]
             for match in _EVENT_END.finditer(probe):
-                if match.end() > len(context):
-                    return _unless_half_crlf(chunk, match.end() - len(context))
+                # Ending right at the boundary: an end deferred for a trailing CR that was not
+                # half of a CRLF after all (the event ends where this chunk starts).
+                if match.end() >= len(context):
+                    end = match.end() - len(context)
+                    if chunk[end - 1 : end] == b"\r" and chunk[end : end + 1] == b"\n":
+                        end += 1  # the probe cut a CRLF: its CR only looked like a lone CR
+                    return _unless_half_crlf(chunk, end)
         if lf_only:  # the usual framing: memchr speed (the regex is ~30x slower on long lines)
             return _first_event_end(chunk, pos)
         found = _EVENT_END.search(chunk, pos)

@@ -129,14 +129,12 @@ def test_a_partial_content_event_is_released_once_it_cannot_be_usage() -> None:
         ]
     ),
     positions=cuts(),
-    crlf=st.booleans(),
+    eol=st.sampled_from([b"\n", b"\r\n", b"\r"]),
 )
 def test_any_split_strips_exactly_the_same_bytes(
-    name: str, positions: list[int], crlf: bool
+    name: str, positions: list[int], eol: bytes
 ) -> None:
-    data = raw(name)
-    if crlf:
-        data = data.replace(b"\n", b"\r\n")
+    data = raw(name).replace(b"\n", eol)
     whole = strip([data])
     assert strip(chunked(data, positions)) == whole
     assert b'"choices":[]' not in whole
@@ -270,3 +268,22 @@ def test_streams_with_blank_line_runs_strip_the_same_whatever_the_split(
     assert strip(bytewise(data)) == whole
     assert b'"prompt_tokens"' not in whole and b'"usage":null' not in whole
     assert whole.count(b"data: ") == len(blanks)  # the usage event (and only it) is gone
+
+
+def test_a_crlf_blank_line_right_at_a_chunk_start_is_one_event_end() -> None:
+    """Regression (found by hypothesis): chunk 2 starting with the event's CRLF CRLF was cut after
+    ``\\r\\n\\r`` (the boundary probe saw only 3 bytes of it), so one LF went missing."""
+    data = raw("chat_stream_reasoning_usage.sse").replace(b"\n", b"\r\n")
+    for at in [i for i in range(1, len(data)) if data[i : i + 4] == b"\r\n\r\n"]:
+        assert strip([data[:at], data[at:]]) == strip([data]), at
+        assert strip([data[: at + 1], data[at + 1 :]]) == strip([data]), at
+
+
+def test_a_cr_event_end_at_a_chunk_end_is_resolved_by_the_next_chunk() -> None:
+    """Regression (found by a stress run): CR-only framing, a chunk ending with the event's CR CR.
+    The end was deferred (the CR could be half of a CRLF) and then never taken, so the next event
+    (the usage chunk) was read as part of it and reached the client."""
+    data = raw("chat_stream_reasoning_usage.sse").replace(b"\n", b"\r")
+    for at in [i + 2 for i in range(len(data)) if data[i : i + 2] == b"\r\r"]:
+        assert strip([data[:at], data[at:]]) == strip([data]), at
+    assert b'"prompt_tokens"' not in strip([data])
