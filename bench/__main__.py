@@ -12,6 +12,7 @@ MODULES = (
     "bench.ledger_bench",
     "bench.budget_bench",
     "bench.notify_bench",
+    "bench.stream_bench",
 )
 
 

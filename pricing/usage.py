@@ -52,7 +52,10 @@ TOKEN_FIELDS: Final[tuple[str, ...]] = (
     "rejected_prediction_tokens",
 )
 
-MAX_TOKENS_PER_CALL = 10**12
+# No single API call consumes anywhere near this many tokens (the largest context windows are ~1e6):
+# a reported count above it is a broken or hostile upstream, never a bill (the usage path estimates
+# instead; the ledger's bounds refuse it).
+MAX_TOKENS_PER_CALL: Final = 10**12
 
 _EMPTY_UNITS: Final[Mapping[str, Decimal]] = MappingProxyType({})
 

@@ -371,6 +371,7 @@ def _metering_ctx(
                 on_error=metrics.on_error,
                 # on_estimated stays None: Metrics counts estimates from the records themselves.
                 max_json_body_bytes=settings.metering.max_json_body_bytes,
+                max_event_bytes=settings.metering.max_event_bytes,
             )
             app[METER_KEY] = meter
             tasks: list[asyncio.Task[None]] = []

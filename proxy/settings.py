@@ -57,6 +57,9 @@ class MeteringSettings(_Section):
     # JSON request bodies up to this size are read whole (to inject include_usage and estimate);
     # larger or non-JSON bodies stream through untouched.
     max_json_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # One SSE line or event larger than this is forwarded untouched but not buffered for metering
+    # (the call is then estimated, estimate_reason = oversized_event). Bounds memory per stream.
+    max_event_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
 class LedgerSettings(_Section):

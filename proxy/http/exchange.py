@@ -9,7 +9,8 @@ Lifecycle (called by ``proxy.http.forward``; each moment exactly once, in this o
    ``response_headers`` set). Returns a :class:`ResponsePlan`: the tap that reads a copy of the body,
    and an optional rewriter applied to the bytes sent to the client.
 3. For each upstream chunk: ``out = rewriter.feed(chunk)`` (or ``chunk``), written to the client
-   FIRST, then ``tap.feed(chunk)``.
+   FIRST, then ``tap.feed(chunk)``. Except with ``plan.buffer_limit``: the body (the tap reads it
+   whole anyway) is fed to the tap as it arrives and sent once complete, with its length.
 4. ``hooks.on_finish(exchange, plan)`` – in a ``finally``: success, upstream error, client
    disconnect, timeout. ``exchange.outcome`` says which. ``plan`` is ``None`` when no response
    headers ever arrived.
@@ -44,6 +45,9 @@ class StreamRewriter(Protocol):
 class ResponsePlan:
     tap: Tap
     rewriter: StreamRewriter | None = None
+    # > 0: the tap reads the body whole anyway (JSON): the forwarder reads up to this many bytes
+    # before answering, and a body that ended within it goes out with its Content-Length.
+    buffer_limit: int = 0
 
 
 @dataclass(slots=True)

@@ -10,7 +10,9 @@ One :class:`Forwarder` per app; its ``handle`` is the route handler for ``/v1/{t
 3. ``hooks.on_request`` may refuse; then the request goes upstream (``exchange.upstream_body`` /
    ``exchange.upstream_authorization`` when set), on the configured origin only;
 4. response headers -> ``hooks.on_response`` -> a plan; each chunk is written to the client first,
-   then fed to the tap;
+   then fed to the tap (a body the plan says is read whole anyway - metered JSON, up to
+   ``plan.buffer_limit`` - is read first and sent with its ``Content-Length``); the relay yields
+   to the loop every 256 KiB so one body never holds it;
 5. ``finally``: outcome, timestamps, ``hooks.on_finish`` exactly once, one log line.
 
 Every hook call is guarded: a metering failure is reported to ``on_metering_error`` (once per stage
@@ -52,7 +54,7 @@ from proxy.http.headers import (
     is_websocket_upgrade,
     upstream_request_headers,
 )
-from proxy.http.observation import NullTap
+from proxy.http.observation import NullTap, Tap
 from proxy.http.upload_copy import tee_body
 from proxy.http.websocket import relay_websocket
 from proxy.settings import Settings
@@ -65,6 +67,8 @@ MeteringErrorCallback = Callable[[str, BaseException], None]
 FORWARDED_PREFIX: Final[str] = "/v1/"
 # How much of a multipart body is copied for the meter to read its small form fields from.
 _FORM_HEAD_BYTES: Final[int] = 64 * 1024
+# A relay yields to the event loop after this many bytes without a forced pause (~2-3 ms of work).
+_YIELD_EVERY_BYTES: Final[int] = 256 * 1024
 # Characters left unescaped when re-encoding a normalised path segment (RFC 3986 pchar).
 _PCHAR_SAFE: Final[str] = "!$&'()*+,;=:@-._~"
 # A path made only of non-empty segments of unreserved characters, none of them "." or "..":
@@ -416,18 +420,53 @@ class Forwarder:
         tap = plan.tap
         rewriter = plan.rewriter
         tap_ok = True
+        headers = client_response_headers(upstream.headers)
+        first = True
+        pending: list[bytes] = []
+        failure: BaseException | None = None
+        length: int | None = None
+        if plan.buffer_limit > 0 and rewriter is None:
+            # The tap reads this body whole anyway (JSON): read it first and send it with its
+            # Content-Length, as upstream would have (the body is decoded, so upstream's own
+            # length cannot be kept). Past the limit it streams like any other body.
+            size = 0
+            ended = False
+            try:
+                async for chunk in upstream.content.iter_any():
+                    if first:
+                        exchange.first_chunk_monotonic = time.monotonic()
+                        first = False
+                    pending.append(chunk)
+                    if tap_ok:
+                        tap_ok = self._feed(tap, chunk, exchange)
+                    size += len(chunk)
+                    if size > plan.buffer_limit:
+                        break
+                    if size // _YIELD_EVERY_BYTES != (size - len(chunk)) // _YIELD_EVERY_BYTES:
+                        await asyncio.sleep(0)  # as below: never hold the loop for one body
+                else:
+                    ended = True
+            except (TimeoutError, ClientPayloadError, ClientConnectionError, OSError) as exc:
+                failure = exc  # reported below, after what did arrive was sent
+            if ended:
+                length = size
 
-        response = web.StreamResponse(
-            status=status, reason=upstream.reason, headers=client_response_headers(upstream.headers)
-        )
+        response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
+        if length is not None:
+            response.content_length = length  # sent with its length, not chunked (no join)
         try:
             await response.prepare(request)
         except (ConnectionError, ClientConnectionError) as exc:
             exchange.outcome = "client_disconnect"
             exchange.error = type(exc).__name__
             return response
-        first = True
         try:
+            for chunk in pending:  # already fed to the tap
+                await _write(response, chunk)
+            pending = []
+            if failure is not None:
+                raise failure
+            unyielded = 0
             async for chunk in upstream.content.iter_any():
                 if first:
                     exchange.first_chunk_monotonic = time.monotonic()
@@ -442,11 +481,13 @@ class Forwarder:
                 if out:
                     await _write(response, out)
                 if tap_ok:
-                    try:
-                        tap.feed(chunk)
-                    except Exception as exc:
-                        self._metering_failed("tap", exc, exchange)
-                        tap_ok = False
+                    tap_ok = self._feed(tap, chunk, exchange)
+                unyielded += len(chunk)
+                if unyielded > _YIELD_EVERY_BYTES:
+                    # Reading, writing and metering need not suspend while upstream data is
+                    # buffered (a decompressing gzip bomb always is): let other calls run.
+                    unyielded = 0
+                    await asyncio.sleep(0)
             exchange.upstream_done_monotonic = time.monotonic()
             if rewriter is not None:
                 try:
@@ -473,6 +514,15 @@ class Forwarder:
             exchange.error = type(exc).__name__
             _abort(request)
         return response
+
+    def _feed(self, tap: Tap, chunk: bytes, exchange: Exchange) -> bool:
+        """Feed the tap (guarded); False once it failed (it is not fed again)."""
+        try:
+            tap.feed(chunk)
+        except Exception as exc:
+            self._metering_failed("tap", exc, exchange)
+            return False
+        return True
 
     # -- WebSocket ------------------------------------------------------------------------------
 

@@ -32,8 +32,29 @@ class EncoderSource(Protocol):
     def for_model(self, model: str | None) -> Encoder: ...
 
 
+# Long texts are encoded in pieces cut before a space (where the tokenizer's own pre-split cuts
+# anyway): the same count, and each piece releases the GIL (tiktoken encodes outside it) and holds
+# it again only briefly - so an estimate run in a worker thread never stalls the event loop.
+TEXT_PIECE_CHARS = 1 << 16
+
+
 def count_text(enc: Encoder, text: str) -> int:
-    return len(enc.encode_ordinary(text)) if text else 0
+    if not text:
+        return 0
+    size = len(text)
+    if size <= TEXT_PIECE_CHARS:
+        return len(enc.encode_ordinary(text))
+    total = 0
+    start = 0
+    while start < size:
+        end = start + TEXT_PIECE_CHARS
+        if end < size:
+            cut = text.rfind(" ", start + TEXT_PIECE_CHARS // 2, end)
+            if cut > start:
+                end = cut
+        total += len(enc.encode_ordinary(text[start:end]))
+        start = end
+    return total
 
 
 def _as_text(value: Any) -> str:

@@ -16,7 +16,10 @@ Shapes (transcribed from the OpenAI OpenAPI spec, snapshot f85dbe2 of 2026-08-21
   output_tokens}`` (note: ``input_token_details``, singular) or ``{"type": "duration", "seconds"}``.
 * Realtime-style ``input_token_details`` / ``output_token_details`` are accepted everywhere too.
 
-Missing details are 0; malformed values (non-int, negative) are treated as 0 rather than raising.
+Missing (or ``null``) counts are 0. A count that is present but not a non-negative integer
+(``-1000``, ``"1000"``, ``12.5``, ``true``, an object) or above ``MAX_TOKENS_PER_CALL`` makes the
+whole usage object invalid: the extractors raise :class:`InvalidUsage`, and the taps and readers
+turn that into an estimated call (``estimate_reason = invalid_usage``) - never a $0 "reported" row.
 """
 
 from __future__ import annotations
@@ -24,9 +27,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Final
 
-from pricing.usage import Usage
+from pricing.usage import MAX_TOKENS_PER_CALL, Usage
+
+_MAX: Final = MAX_TOKENS_PER_CALL
+
+
+class InvalidUsage(ValueError):
+    """A usage object whose counts cannot be billed as reported."""
+
+
+def _count(value: Any) -> int:
+    """A usage count: a non-negative int up to ``MAX_TOKENS_PER_CALL``; absent/null is 0."""
+    if type(value) is int and 0 <= value <= _MAX:  # bool is excluded: type(True) is bool
+        return value
+    if value is None:
+        return 0
+    raise InvalidUsage(f"usage count {str(value)[:40]!r} is not a non-negative integer")
 
 
 def _int(value: Any) -> int:
@@ -76,7 +94,7 @@ def responses_usage(usage: Mapping[str, Any]) -> Usage:
 
 
 def _normalized(i: Any, o: Any, pin: Mapping[str, Any], out: Mapping[str, Any]) -> Usage:
-    """Totals + detail dicts -> Usage. Hot path (every call): ``_int`` only for non-int values."""
+    """Totals + detail dicts -> Usage. Hot path (every call): ``_count`` only for non-int values."""
     cached = pin.get("cached_tokens", 0)
     write = pin.get("cache_write_tokens", 0)
     a_in = pin.get("audio_tokens", 0)
@@ -86,22 +104,23 @@ def _normalized(i: Any, o: Any, pin: Mapping[str, Any], out: Mapping[str, Any]) 
     i_out = out.get("image_tokens", 0)
     accepted = out.get("accepted_prediction_tokens", 0)
     rejected = out.get("rejected_prediction_tokens", 0)
+    m = _MAX
     return Usage(
-        input_tokens=(i if i > 0 else 0) if type(i) is int else _int(i),
-        cached_input_tokens=(cached if cached > 0 else 0) if type(cached) is int else _int(cached),
-        cache_write_tokens=(write if write > 0 else 0) if type(write) is int else _int(write),
-        audio_input_tokens=(a_in if a_in > 0 else 0) if type(a_in) is int else _int(a_in),
-        image_input_tokens=(i_in if i_in > 0 else 0) if type(i_in) is int else _int(i_in),
-        output_tokens=(o if o > 0 else 0) if type(o) is int else _int(o),
-        reasoning_tokens=(reason if reason > 0 else 0) if type(reason) is int else _int(reason),
-        audio_output_tokens=(a_out if a_out > 0 else 0) if type(a_out) is int else _int(a_out),
-        image_output_tokens=(i_out if i_out > 0 else 0) if type(i_out) is int else _int(i_out),
-        accepted_prediction_tokens=(accepted if accepted > 0 else 0)
-        if type(accepted) is int
-        else _int(accepted),
-        rejected_prediction_tokens=(rejected if rejected > 0 else 0)
-        if type(rejected) is int
-        else _int(rejected),
+        input_tokens=i if type(i) is int and 0 <= i <= m else _count(i),
+        cached_input_tokens=cached if type(cached) is int and 0 <= cached <= m else _count(cached),
+        cache_write_tokens=write if type(write) is int and 0 <= write <= m else _count(write),
+        audio_input_tokens=a_in if type(a_in) is int and 0 <= a_in <= m else _count(a_in),
+        image_input_tokens=i_in if type(i_in) is int and 0 <= i_in <= m else _count(i_in),
+        output_tokens=o if type(o) is int and 0 <= o <= m else _count(o),
+        reasoning_tokens=reason if type(reason) is int and 0 <= reason <= m else _count(reason),
+        audio_output_tokens=a_out if type(a_out) is int and 0 <= a_out <= m else _count(a_out),
+        image_output_tokens=i_out if type(i_out) is int and 0 <= i_out <= m else _count(i_out),
+        accepted_prediction_tokens=accepted
+        if type(accepted) is int and 0 <= accepted <= m
+        else _count(accepted),
+        rejected_prediction_tokens=rejected
+        if type(rejected) is int and 0 <= rejected <= m
+        else _count(rejected),
     )
 
 
@@ -118,13 +137,16 @@ def image_usage(usage: Mapping[str, Any]) -> Usage:
 
 
 def embeddings_usage(usage: Mapping[str, Any]) -> Usage:
-    return Usage(input_tokens=_int(usage.get("prompt_tokens")))
+    return Usage(input_tokens=_count(usage.get("prompt_tokens")))
 
 
 def transcription_usage(usage: Mapping[str, Any]) -> Usage:
     """``type: tokens`` -> tokens; ``type: duration`` -> ``audio_seconds`` units (exact Decimal)."""
     if usage.get("type") == "duration" or ("seconds" in usage and "input_tokens" not in usage):
-        seconds = _decimal(usage.get("seconds"))
+        raw = usage.get("seconds")
+        seconds = _decimal(raw)
+        if (seconds is None and raw is not None) or (seconds is not None and seconds > _MAX):
+            raise InvalidUsage(f"usage seconds {str(raw)[:40]!r} is not a non-negative number")
         return Usage(units={"audio_seconds": seconds}) if seconds is not None else Usage()
     return responses_usage(usage)
 

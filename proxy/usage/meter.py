@@ -38,12 +38,14 @@ from proxy.http.upload_copy import UploadCopy
 from proxy.usage.audio import AUDIO_ENDPOINTS, measured
 from proxy.usage.audio_duration import install_upload_copy, probe_upload, take_upload_copy
 from proxy.usage.dedupe import DedupeStore
-from proxy.usage.encodings import Encodings
+from proxy.usage.encodings import Encodings, encoding_name_for_model
 from proxy.usage.estimate import estimate_usage
 from proxy.usage.form import form_fields
 from proxy.usage.plan import Call, choose_tap
 from proxy.usage.realtime import query_model
 from proxy.usage.rewrite import UsageChunkStripper, inject_include_usage, needs_injection
+from proxy.usage.sse import DEFAULT_MAX_EVENT_BYTES
+from proxy.usage.taps import JsonBodyTap
 from storage.record import RecordSink, UsageRecord, UsageSource
 
 ErrorHook = Callable[[str, BaseException], None]
@@ -54,6 +56,9 @@ _FORM_KEY: Final = "usage.form"
 # Endpoints billed even when the response never started (client gone / timeout before headers).
 _BILLABLE_POSTS: Final = frozenset({"chat.completions", "completions", "responses", "embeddings"})
 _ZERO: Final = Decimal(0)
+# Calls whose request body + seen output exceed this are estimated in a worker thread (~2 ms of
+# tiktoken on the loop at this size; a 10 MB prompt would hold it for ~0.5 s).
+_LONG_ESTIMATE_CHARS: Final = 128 * 1024
 _NO_USAGE: Final = Usage()  # read-only stand-in when a call has no usage
 
 
@@ -95,6 +100,7 @@ class UsageMeter:
         on_error: ErrorHook | None = None,
         on_estimated: EstimatedHook | None = None,
         max_json_body_bytes: int = 64 * 1024 * 1024,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self._pricer = pricer
         self._sinks = tuple(sinks)
@@ -105,6 +111,7 @@ class UsageMeter:
         self._on_error = on_error
         self._on_estimated = on_estimated
         self._max_json = max_json_body_bytes
+        self._max_event = max_event_bytes
         self._pending: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -147,16 +154,17 @@ class UsageMeter:
                 request=self._request_fields(exchange),
                 model_requested=exchange.model_requested,
                 max_json_bytes=self._max_json,
+                max_event_bytes=self._max_event,
             )
             tap = choose_tap(call)
             rewriter = None
-            if (
-                exchange.usage_injected
-                and content_type.lower().startswith("text/event-stream")
-                and (exchange.status_code or 0) < 400
-            ):
+            status = exchange.status_code or 0
+            if exchange.usage_injected and status < 400 and not isinstance(tap, JsonBodyTap):
+                # An injected stream (also one mislabelled text/plain): hide what we asked for.
                 rewriter = UsageChunkStripper()
-            return ResponsePlan(tap=tap, rewriter=rewriter)
+            # A JSON body the tap reads whole anyway goes to the client whole, with its length.
+            whole = self._max_json if isinstance(tap, JsonBodyTap) and status < 300 else 0
+            return ResponsePlan(tap=tap, rewriter=rewriter, buffer_limit=whole)
         except Exception as exc:
             self._report("response", exc)
             return ResponsePlan(tap=NullTap())
@@ -236,6 +244,14 @@ class UsageMeter:
         if exchange.finished_at is None:
             exchange.finished_at = datetime.now(UTC)
         obs = self._observe(exchange, plan)
+        if self._needs_estimate(exchange, plan, obs):
+            if self._estimate_is_long(exchange, obs):
+                self._estimate_later(exchange, obs)
+                return
+            obs = self._estimate(exchange, obs)
+        self._conclude(exchange, obs)
+
+    def _conclude(self, exchange: Exchange, obs: Observation) -> None:
         if exchange.upload_tee is not None:
             copy = take_upload_copy(exchange, obs)
             if copy is not None:
@@ -251,26 +267,62 @@ class UsageMeter:
         self._emit(exchange, self._record(exchange, obs))
 
     def _observe(self, exchange: Exchange, plan: ResponsePlan | None) -> Observation:
+        """What the tap saw (not yet estimated)."""
         complete = exchange.outcome == "ok"
         if plan is not None:
             try:
-                obs = plan.tap.finish(complete=complete)
+                return plan.tap.finish(complete=complete)
             except Exception as exc:
                 self._report("tap", exc)
-                obs = Observation(usage=None, source="none", usage_expected=True)
-        else:
-            billable = (
-                exchange.method.upper() == "POST"
-                and exchange.endpoint in _BILLABLE_POSTS
-                and exchange.outcome in ("client_disconnect", "upstream_timeout")
-            )
-            obs = Observation(usage=None, source="none", usage_expected=billable)
+                return Observation(usage=None, source="none", usage_expected=True)
+        billable = (
+            exchange.method.upper() == "POST"
+            and exchange.endpoint in _BILLABLE_POSTS
+            and exchange.outcome in ("client_disconnect", "upstream_timeout")
+        )
+        return Observation(usage=None, source="none", usage_expected=billable)
+
+    @staticmethod
+    def _needs_estimate(exchange: Exchange, plan: ResponsePlan | None, obs: Observation) -> bool:
         if obs.source == "reported" or not obs.usage_expected:
-            return obs
+            return False
         status = exchange.status_code
-        if status is not None and status >= 400:
-            return obs
-        return self._estimate(exchange, obs)
+        # An upstream error is not billed. With no plan no response headers ever came: the
+        # proxy's own 504 says nothing about whether upstream ran (and billed) the call.
+        return plan is None or status is None or status < 400
+
+    def _estimate_is_long(self, exchange: Exchange, obs: Observation) -> bool:
+        size = len(exchange.request_body or b"") + len(obs.output_text)
+        if size > _LONG_ESTIMATE_CHARS:
+            return True
+        # An encoding not loaded yet (start-up preload still running) would be built - or waited
+        # for, behind the preload's lock - on the loop: seconds. Let a worker thread wait instead.
+        name = encoding_name_for_model(obs.model or exchange.model_requested)
+        return name not in self._encodings.loaded()
+
+    def _estimate_later(self, exchange: Exchange, obs: Observation) -> None:
+        """Count a large call's tokens in a worker thread (tiktoken encodes outside the GIL, in
+        pieces): the event loop keeps serving while it runs; ``drain`` waits for it."""
+
+        async def finish() -> None:
+            try:
+                estimated = await asyncio.to_thread(self._estimate, exchange, obs)
+            except Exception as exc:  # never lose the record
+                self._report("estimate", exc)
+                estimated = obs
+            try:
+                self._conclude(exchange, estimated)
+            except Exception as exc:  # as on_finish: still one record for this call
+                self._report("finish", exc)
+                self._emit(exchange, self._bare_record(exchange))
+
+        try:
+            task = asyncio.get_running_loop().create_task(finish())
+        except RuntimeError:  # no loop (a synchronous caller): estimate here
+            self._conclude(exchange, self._estimate(exchange, obs))
+            return
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _estimate(self, exchange: Exchange, obs: Observation) -> Observation:
         reason = exchange.outcome if exchange.outcome != "ok" else obs.estimate_reason or "no_usage"

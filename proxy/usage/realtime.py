@@ -39,7 +39,7 @@ import orjson
 
 from pricing.usage import Usage
 from proxy.http.observation import Observation
-from proxy.usage.extract import obj, responses_usage, tool_units
+from proxy.usage.extract import InvalidUsage, obj, responses_usage, tool_units
 
 _TERMINAL: Final = frozenset(
     {b"response.done", b"response.completed", b"response.incomplete", b"response.failed"}
@@ -90,6 +90,7 @@ class SessionUsageTap:
 
     __slots__ = (
         "_first_id",
+        "_invalid",
         "_model",
         "_request_model",
         "_responses",
@@ -106,6 +107,7 @@ class SessionUsageTap:
         self._first_id: str | None = None
         self._usage: Usage | None = None
         self._responses = 0
+        self._invalid = 0
 
     def feed(self, chunk: bytes) -> None:
         if not is_candidate(chunk):
@@ -132,13 +134,20 @@ class SessionUsageTap:
     def _add(self, response: Mapping[str, Any]) -> None:
         usage = response.get("usage")
         if isinstance(usage, dict):
-            one = realtime_usage(usage)
-            output = response.get("output")
-            tools = tool_units(output) if isinstance(output, list) else {}
-            if tools:  # built-in tool fees (Responses mode)
-                one = one.with_units(**tools)
-            self._usage = one if self._usage is None else self._usage + one
-            self._responses += 1
+            try:
+                one: Usage | None = realtime_usage(usage)
+            except InvalidUsage:
+                # Not billable as reported; the session's other responses still are. Counted in
+                # the record's extra so a reader sees the session is under-metered.
+                self._invalid += 1
+                one = None
+            if one is not None:
+                output = response.get("output")
+                tools = tool_units(output) if isinstance(output, list) else {}
+                if tools:  # built-in tool fees (Responses mode)
+                    one = one.with_units(**tools)
+                self._usage = one if self._usage is None else self._usage + one
+                self._responses += 1
         response_id = response.get("id")
         if self._first_id is None and isinstance(response_id, str) and response_id:
             self._first_id = response_id
@@ -152,7 +161,18 @@ class SessionUsageTap:
     def finish(self, *, complete: bool) -> Observation:
         model = self._model or self._session_model or self._request_model
         extra = {"responses": str(self._responses)}
+        if self._invalid:
+            extra["invalid_usage_responses"] = str(self._invalid)
         if self._usage is None:
+            if self._invalid:
+                return Observation(
+                    usage=None,
+                    source="none",
+                    model=model,
+                    extra=extra,
+                    estimate_reason="invalid_usage",
+                    usage_expected=True,
+                )
             return Observation(usage=None, source="none", model=model, extra=extra)
         return Observation(
             usage=self._usage,

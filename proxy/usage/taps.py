@@ -16,15 +16,17 @@ import orjson
 
 from pricing.usage import Usage
 from proxy.http.observation import Observation
-from proxy.usage.extract import ToolCounter, completion_usage, usage_for_shape
+from proxy.usage.extract import InvalidUsage, ToolCounter, completion_usage, usage_for_shape
 from proxy.usage.readers import Reader, response_observation
-from proxy.usage.sse import SSEDecoder, SSEEvent
+from proxy.usage.sse import DEFAULT_MAX_EVENT_BYTES, SSEDecoder, SSEEvent
 
 # Retained raw delta payloads (for estimation) are capped; beyond it, later deltas are counted
 # and the estimate is scaled by events seen / events kept.
 MAX_RETAINED_BYTES: Final = 8 * 1024 * 1024
 _HEAD_BYTES: Final = 64 * 1024
 _TAIL_BYTES: Final = 256 * 1024
+# Larger JSON bodies are skimmed, not parsed (a whole parse would hold the event loop too long).
+PARSE_WHOLE_BYTES: Final = 1024 * 1024
 
 
 def _loads(data: bytes) -> Any:
@@ -34,18 +36,40 @@ def _loads(data: bytes) -> Any:
         return None
 
 
-def _cut_reason(complete: bool) -> str | None:
-    return None if complete else "stream_cut"
+def _stream_reason(complete: bool, decoder: SSEDecoder, invalid: bool, error: bool) -> str:
+    """Why a stream's usage is estimated (the first that applies)."""
+    if not complete:
+        return "stream_cut"
+    if invalid:
+        return "invalid_usage"
+    if decoder.oversized:
+        return "oversized_event"  # an event over metering.max_event_bytes was not read
+    return "stream_error" if error else "no_usage"
 
 
 class JsonBodyTap:
     """Buffers a JSON body (bounded) and hands the parsed object to a reader at the end.
 
-    Bodies over ``max_bytes`` (e.g. float embeddings for big batches) keep only a head and a tail
-    window; ``usage`` (always near the end) is then read from the tail and ``model`` from either.
+    Bodies up to ``PARSE_WHOLE_BYTES`` are parsed whole (a few ms at most). Larger ones (float
+    embeddings for big batches, chat with logprobs, base64 images) are never parsed whole on the
+    event loop - orjson holds the GIL, so a thread would not help: ~6 ms per MB of floats. Their
+    top-level fields are skimmed instead: ``usage`` from the tail (OpenAI puts it after the big
+    arrays), ``id`` / ``status`` from the head (they come first), ``model`` / ``service_tier`` from
+    either, and built-in tool items counted as the chunks pass (``_ToolScan``). Bodies over
+    ``max_bytes`` are not even kept: only the head and tail windows are.
     """
 
-    __slots__ = ("_chunks", "_head", "_max", "_overflow", "_reader", "_size", "_tail")
+    __slots__ = (
+        "_chunks",
+        "_head",
+        "_max",
+        "_overflow",
+        "_reader",
+        "_size",
+        "_tail",
+        "_tail_size",
+        "_tools",
+    )
 
     def __init__(self, reader: Reader, *, max_bytes: int = 64 * 1024 * 1024) -> None:
         self._reader = reader
@@ -54,54 +78,176 @@ class JsonBodyTap:
         self._size = 0
         self._overflow = False
         self._head = b""
-        self._tail = b""
+        self._tail: list[bytes] = []
+        self._tail_size = 0
+        self._tools = _ToolScan()
 
     def feed(self, chunk: bytes) -> None:
         if self._overflow:
-            self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
+            self._tools.feed(chunk)
+            self._keep_tail(chunk)
             return
         self._chunks.append(chunk)
+        before = self._size
         self._size += len(chunk)
+        if self._size > PARSE_WHOLE_BYTES or self._size > self._max:
+            # Too large to parse: count tool items as the chunks pass (the ones kept so far once).
+            scanned = before > PARSE_WHOLE_BYTES or before > self._max
+            for piece in (chunk,) if scanned else self._chunks:
+                self._tools.feed(piece)
         if self._size > self._max:
             whole = b"".join(self._chunks)
             self._chunks = []
             self._head = whole[:_HEAD_BYTES]
-            self._tail = whole[-_TAIL_BYTES:]
+            self._keep_tail(whole[-_TAIL_BYTES:])
             self._overflow = True
 
+    def _keep_tail(self, chunk: bytes) -> None:
+        # A list of pieces trimmed from the front: each byte is copied once, whatever the chunking.
+        self._tail.append(chunk)
+        self._tail_size += len(chunk)
+        while self._tail_size - len(self._tail[0]) >= _TAIL_BYTES:
+            self._tail_size -= len(self._tail.pop(0))
+
     def finish(self, *, complete: bool) -> Observation:
+        body: Mapping[str, Any] | None
         if self._overflow:
-            body: Mapping[str, Any] | None = _skim(self._head, self._tail)
+            body = _skim(self._head, b"".join(self._tail)[-_TAIL_BYTES:], self._tools)
+        elif self._size > PARSE_WHOLE_BYTES:
+            # Only the two windows are joined (a 64 MB join alone is ~10-30 ms of memcpy here).
+            body = _skim(_head_of(self._chunks), _tail_of(self._chunks), self._tools)
         else:
             parsed = _loads(b"".join(self._chunks)) if self._chunks else None
             body = parsed if isinstance(parsed, dict) else None
         self._chunks = []
-        obs = self._reader(body if complete else None)
+        self._tail = []
+        try:
+            obs = self._reader(body if complete else None)
+        except InvalidUsage:
+            model = body.get("model") if body is not None else None
+            return invalid_usage(model if isinstance(model, str) and model else None)
         if not complete and obs.usage is None:
             return _replace(obs, estimate_reason="stream_cut")
         return obs
 
 
+def _head_of(chunks: list[bytes]) -> bytes:
+    taken: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if size >= _HEAD_BYTES:
+            break
+        taken.append(chunk)
+        size += len(chunk)
+    return b"".join(taken)[:_HEAD_BYTES]
+
+
+def _tail_of(chunks: list[bytes]) -> bytes:
+    taken: list[bytes] = []
+    size = 0
+    for chunk in reversed(chunks):
+        if size >= _TAIL_BYTES:
+            break
+        taken.append(chunk)
+        size += len(chunk)
+    return b"".join(reversed(taken))[-_TAIL_BYTES:]
+
+
+def invalid_usage(model: str | None, **fields: Any) -> Observation:
+    """A response whose usage could not be billed as reported: the meter estimates it."""
+    return Observation(
+        usage=None,
+        source="none",
+        model=model,
+        estimate_reason="invalid_usage",
+        usage_expected=True,
+        **fields,
+    )
+
+
 _MODEL_RE: Final = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+_ID_RE: Final = re.compile(rb'"id"\s*:\s*"([^"\\]{1,200})"')
+_STATUS_RE: Final = re.compile(rb'"status"\s*:\s*"([^"\\]{1,64})"')
+_TIER_RE: Final = re.compile(rb'"service_tier"\s*:\s*"([^"\\]{1,64})"')
+_USAGE_RE: Final = re.compile(r'"usage"\s*:\s*\{')
 
 
-def _skim(head: bytes, tail: bytes) -> dict[str, Any]:
-    """Top-level ``usage`` and ``model`` of an oversized body, from its head and tail only."""
+class _ToolScan:
+    """Counts built-in tool items (``"type":"web_search_call"`` ...) and distinct container ids in
+    a body as it passes, chunk by chunk (a short overlap catches a token cut between chunks).
+    Used only when the body is too large to parse; a non-streamed body lists each item once."""
+
+    __slots__ = ("_containers", "_counts", "_overlap")
+
+    _TOKEN: Final = re.compile(
+        rb'"type"\s*:\s*"(web_search_call|file_search_call)"|"container_id"\s*:\s*"([^"\\]{1,200})"'
+    )
+    _KEEP: Final = 256
+
+    def __init__(self) -> None:
+        self._overlap = b""
+        self._counts = {b"web_search_call": 0, b"file_search_call": 0}
+        self._containers: set[bytes] = set()
+
+    def feed(self, chunk: bytes) -> None:
+        if b"_call" not in chunk and b"container_id" not in chunk and not self._overlap:
+            return
+        data = self._overlap + chunk
+        skip = len(self._overlap)  # tokens that end inside the overlap were counted already
+        for match in self._TOKEN.finditer(data):
+            if match.end() <= skip:
+                continue
+            if match.group(1):
+                self._counts[match.group(1)] += 1
+            else:
+                self._containers.add(match.group(2))
+        tail = data[-self._KEEP :]
+        self._overlap = tail if (b"_call" in tail or b"container_id" in tail) else b""
+
+    def items(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for kind, count in self._counts.items():
+            found.extend({"type": kind.decode()} for _ in range(count))
+        found.extend(
+            {"type": "code_interpreter_call", "container_id": c.decode("utf-8", "replace")}
+            for c in self._containers
+        )
+        return found
+
+
+def _first(pattern: re.Pattern[bytes], *windows: bytes, last: bool = False) -> str | None:
+    for window in windows:
+        found = pattern.findall(window)
+        if found:
+            value: bytes = found[-1] if last else found[0]
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def _skim(head: bytes, tail: bytes, tools: _ToolScan | None = None) -> dict[str, Any]:
+    """Top-level fields of a body too large to parse, from its head and tail only."""
     found: dict[str, Any] = {}
     text = tail.decode("utf-8", "replace")
-    at = text.rfind('"usage"')
-    if at >= 0:
-        start = text.find("{", at)
-        if start >= 0:
-            try:
-                usage, _ = json.JSONDecoder().raw_decode(text, start)
-            except ValueError:
-                usage = None
-            if isinstance(usage, dict):
-                found["usage"] = usage
-    models = _MODEL_RE.findall(tail) or _MODEL_RE.findall(head)
-    if models:
-        found["model"] = models[-1].decode("utf-8", "replace")
+    matches = list(_USAGE_RE.finditer(text))
+    if matches:
+        try:
+            usage, _ = json.JSONDecoder().raw_decode(text, matches[-1].end() - 1)
+        except ValueError:
+            usage = None
+        if isinstance(usage, dict):
+            found["usage"] = usage
+    for key, value in (
+        ("model", _first(_MODEL_RE, tail, head, last=True)),
+        ("service_tier", _first(_TIER_RE, tail, head, last=True)),
+        ("id", _first(_ID_RE, head)),
+        ("status", _first(_STATUS_RE, head)),
+    ):
+        if value is not None:
+            found[key] = value
+    if tools is not None:
+        items = tools.items()
+        if items:
+            found["output"] = items
     return found
 
 
@@ -154,6 +300,7 @@ class ChatStreamTap:
         "_decoder",
         "_error",
         "_first",
+        "_invalid",
         "_model",
         "_response_id",
         "_retained",
@@ -161,8 +308,9 @@ class ChatStreamTap:
         "_usage",
     )
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._invalid = False
         self._first = True
         self._model: str | None = None
         self._tier: str | None = None
@@ -203,7 +351,10 @@ class ChatStreamTap:
                 self._remember(obj)
             usage = obj.get("usage")
             if isinstance(usage, dict):
-                self._usage = completion_usage(usage)
+                try:
+                    self._usage = completion_usage(usage)
+                except InvalidUsage:
+                    self._invalid = True
                 self._remember(obj)
                 return
             if "error" in obj:
@@ -234,7 +385,7 @@ class ChatStreamTap:
                 service_tier=self._tier,
                 response_id=self._response_id,
             )
-        reason = _cut_reason(complete) or ("stream_error" if self._error else "no_usage")
+        reason = _stream_reason(complete, self._decoder, self._invalid, self._error)
         return Observation(
             usage=None,
             source="none",
@@ -319,13 +470,21 @@ class ResponsesStreamTap:
         "_error",
         "_fallback_model",
         "_header",
+        "_invalid",
         "_retained",
         "_terminal",
         "_tools",
     )
 
-    def __init__(self, *, dedupe: bool, fallback_model: str | None = None) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(
+        self,
+        *,
+        dedupe: bool,
+        fallback_model: str | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._invalid = False
         self._dedupe = dedupe
         self._fallback_model = fallback_model
         self._header: Mapping[str, Any] | None = None
@@ -352,12 +511,16 @@ class ResponsesStreamTap:
             if not isinstance(response, dict):
                 return
             if kind in _TERMINAL_EVENTS:
-                self._terminal = response_observation(
-                    response,
-                    dedupe=self._dedupe,
-                    tools=self._tools,
-                    fallback_model=self._fallback_model,
-                )
+                try:
+                    self._terminal = response_observation(
+                        response,
+                        dedupe=self._dedupe,
+                        tools=self._tools,
+                        fallback_model=self._fallback_model,
+                    )
+                except InvalidUsage:
+                    self._invalid = True
+                    self._header = response  # for its model, tier and id
             else:
                 self._header = response
         elif kind == b"error":
@@ -378,7 +541,7 @@ class ResponsesStreamTap:
             status = terminal.extra.get("status")
             reason = f"response_{status}" if status else "no_usage"
         else:
-            reason = _cut_reason(complete) or ("stream_error" if self._error else "no_usage")
+            reason = _stream_reason(complete, self._decoder, self._invalid, self._error)
         return Observation(
             usage=Usage(units=units) if units else None,
             source="none",
@@ -408,10 +571,13 @@ class UsageEventStreamTap:
     """Other SSE endpoints whose last event carries ``usage`` (``image_generation.completed``,
     ``image_edit.completed``, ``transcript.text.done``, ``speech.audio.done``)."""
 
-    __slots__ = ("_decoder", "_model", "_usage")
+    __slots__ = ("_decoder", "_invalid", "_model", "_usage")
 
-    def __init__(self, *, model: str | None) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(
+        self, *, model: str | None, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
+        self._decoder = SSEDecoder(max_event_bytes=max_event_bytes)
+        self._invalid = False
         self._model = model
         self._usage: Usage | None = None
 
@@ -425,7 +591,10 @@ class UsageEventStreamTap:
         obj = _loads(event.data)
         usage = obj.get("usage") if isinstance(obj, dict) else None
         if isinstance(usage, dict):
-            self._usage = usage_for_shape(usage)
+            try:
+                self._usage = usage_for_shape(usage)
+            except InvalidUsage:
+                self._invalid = True
 
     def finish(self, *, complete: bool) -> Observation:
         for event in self._decoder.finish():
@@ -436,7 +605,7 @@ class UsageEventStreamTap:
             usage=None,
             source="none",
             model=self._model,
-            estimate_reason=_cut_reason(complete) or "no_usage",
+            estimate_reason=_stream_reason(complete, self._decoder, self._invalid, False),
             usage_expected=True,
         )
 

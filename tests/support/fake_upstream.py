@@ -11,7 +11,10 @@ Knobs (attributes, change them between calls):
 
 * ``usage`` -- the :class:`FakeUsage` numbers reported;
 * ``model`` -- the resolved model the responses name;
-* ``fail(status, body=None, headers=None, times=1)`` -- the next calls answer an error;
+* ``fail(status, body=None, headers=None, times=1, content_type="application/json")`` -- the next
+  calls answer that (an error, or any canned body: e.g. a 200 JSON labelled ``text/plain``);
+* ``fixed_ids`` -- chat responses use id ``chatcmpl-fixed`` and ``created`` 1700000000 (so two
+  calls can be compared byte for byte);
 * ``gzip`` -- compress bodies (JSON and SSE, flushed per event) when the client accepts gzip;
 * ``hold`` -- an ``asyncio.Event``: streams send their first event then wait for it (realtime
   responses: their ``response.done`` waits for it);
@@ -121,6 +124,7 @@ class _Failure:
     body: bytes
     headers: Mapping[str, str]
     times: int
+    content_type: str = "application/json"
 
 
 WORDS = ("Hello", " from", " the", " fake", " upstream", ".", " More", " words", " here", "!")
@@ -143,6 +147,7 @@ class FakeUpstream:
         self.realtime_model: str | None = None
         self.realtime_audio_deltas = 3
         self.transcription_text: str | None = None
+        self.fixed_ids = False
         self.requests: list[SeenRequest] = []
         self.stream_cancelled = asyncio.Event()
         self.first_body_bytes = asyncio.Event()  # set when a streamed upload's first bytes arrive
@@ -204,6 +209,7 @@ class FakeUpstream:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         times: int = 1,
+        content_type: str = "application/json",
     ) -> None:
         if body is None:
             body = orjson.dumps(
@@ -216,7 +222,7 @@ class FakeUpstream:
                     }
                 }
             )
-        self._failures.append(_Failure(status, body, dict(headers or {}), times))
+        self._failures.append(_Failure(status, body, dict(headers or {}), times, content_type))
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -273,7 +279,7 @@ class FakeUpstream:
             status=failure.status,
             body=failure.body,
             headers=headers,
-            content_type="application/json",
+            content_type=failure.content_type,
         )
 
     def _json(self, request: web.Request, data: Any, request_id: str) -> web.Response:
@@ -332,8 +338,8 @@ class FakeUpstream:
             return failed
         body = seen.json or {}
         rid = f"req_chat_{len(self.requests)}"
-        cid = f"chatcmpl-fake{len(self.requests)}"
-        created = int(time.time())
+        cid = "chatcmpl-fixed" if self.fixed_ids else f"chatcmpl-fake{len(self.requests)}"
+        created = 1700000000 if self.fixed_ids else int(time.time())
         base = {
             "id": cid,
             "created": created,

@@ -436,3 +436,48 @@ async def test_async_dedupe_store_finishes_records_in_tasks(encodings: Encodings
         await h.call(ex, compact("responses_background_completed.json"))
     await h.meter.drain()
     assert sorted(r.input_tokens for r in h.sink.records) == [0, 328]
+
+
+# --- issue 11: long estimates leave the event loop; oversized streams are estimated --------------
+
+
+async def test_a_long_estimate_runs_off_the_loop_and_is_recorded_after(
+    encodings: Encodings,
+) -> None:
+    h = Harness(encodings)
+    prompt = "word " * 200_000  # 1 MB of prompt: ~0.1 s of tiktoken, never on the loop
+    exchange = make_exchange(
+        "/v1/chat/completions", body={**CHAT, "messages": [{"role": "user", "content": prompt}]}
+    )
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await h.call(exchange, b"", outcome="client_disconnect")
+    assert len(h.sink) == 0  # not estimated inline
+    await h.meter.drain()
+    task.cancel()
+    record = h.record
+    assert record.usage_source == "estimated" and record.estimate_reason == "client_disconnect"
+    assert record.input_tokens > 190_000
+    assert ticks > 1  # the loop kept running while the thread counted
+
+
+async def test_a_stream_with_an_oversized_event_is_estimated(encodings: Encodings) -> None:
+    h = Harness(encodings, max_event_bytes=1024)
+    exchange = make_exchange("/v1/chat/completions", body={**CHAT, "stream": True})
+    data = raw("chat_stream_plain.sse")  # upstream sent no usage chunk
+    first = data.index(b"\n\n") + 2
+    giant = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 5000 + b'"}}]}\n\n'
+    stream = data[:first] + giant + data[first:]
+    sent = await h.call(exchange, stream, content_type=SSE, pieces=list(range(1, len(stream), 700)))
+    assert sent == stream  # forwarded untouched, as it arrived
+    await h.meter.drain()
+    assert h.record.usage_source == "estimated"
+    assert h.record.estimate_reason == "oversized_event"
+    assert h.record.input_tokens > 0
