@@ -101,9 +101,12 @@ class Exchange:
     finished_monotonic: float | None = None
     finished_at: datetime | None = None
     outcome: Outcome = "ok"
-    # True once the upstream body was read to its end and fully written to the client (taps use
-    # it as ``finish(complete=...)``); False when cut by either side or never started.
+    # True once the upstream body was read to its end (taps use it as ``finish(complete=...)``);
+    # False when cut by either side or never started.
     body_complete: bool = False
+    # Set when ``hooks.on_finish`` ran: for a body read to its end that is *before* the client gets
+    # its last bytes, so a record exists (journaled) for every call that got a whole response.
+    metered: bool = False
     error: str | None = None
     # Scratch space for stages that need to carry state from on_request to on_finish
     # (e.g. a budget reservation). Keys are the stage's own names.

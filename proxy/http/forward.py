@@ -304,16 +304,25 @@ class Forwarder:
                 return proxy_error("The metering proxy failed to forward the request.")
             raise
         finally:
-            now = time.monotonic()
-            if exchange.headers_monotonic is not None and exchange.upstream_done_monotonic is None:
-                exchange.upstream_done_monotonic = now
-            exchange.finished_monotonic = now
-            exchange.finished_at = datetime.now(UTC)
-            try:
-                self.hooks.on_finish(exchange, plan)
-            except Exception as exc:
-                self._metering_failed("on_finish", exc, exchange)
+            self._finish(exchange, plan)
             self._call_logger.log(exchange)
+
+    def _finish(self, exchange: Exchange, plan: ResponsePlan | None) -> None:
+        """``hooks.on_finish`` exactly once (guarded). Called as soon as the upstream body has
+        ended -- before the client's last bytes, so ``kill -9`` cannot fall between a whole
+        response and its record -- and otherwise from ``handle``'s ``finally``."""
+        if exchange.metered:
+            return
+        exchange.metered = True
+        now = time.monotonic()
+        if exchange.headers_monotonic is not None and exchange.upstream_done_monotonic is None:
+            exchange.upstream_done_monotonic = now
+        exchange.finished_monotonic = now
+        exchange.finished_at = datetime.now(UTC)
+        try:
+            self.hooks.on_finish(exchange, plan)
+        except Exception as exc:
+            self._metering_failed("on_finish", exc, exchange)
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -450,6 +459,9 @@ class Forwarder:
                 failure = exc  # reported below, after what did arrive was sent
             if ended:
                 length = size
+                # The whole body is here: record it before the client can have its response.
+                exchange.body_complete = True
+                self._finish(exchange, plan)
 
         response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
         if length is not None:
@@ -489,6 +501,9 @@ class Forwarder:
                     unyielded = 0
                     await asyncio.sleep(0)
             exchange.upstream_done_monotonic = time.monotonic()
+            # Upstream ended: record now, before the held-back tail and the end of the body.
+            exchange.body_complete = True
+            self._finish(exchange, plan)
             if rewriter is not None:
                 try:
                     tail = rewriter.flush()
@@ -501,7 +516,6 @@ class Forwarder:
                 await response.write_eof()
             except (ConnectionError, ClientConnectionError) as exc:
                 raise _ClientGone from exc
-            exchange.body_complete = True
         except _ClientGone as exc:
             exchange.outcome = "client_disconnect"
             exchange.error = type(exc.__cause__).__name__ if exc.__cause__ else "client_gone"
