@@ -31,6 +31,7 @@ import openai
 import orjson
 import pytest
 
+from proxy.teams.attribution import key_fingerprint
 from tests.fleet.harness import (
     ADMIN_TOKEN,
     CLIENT_KEY,
@@ -49,6 +50,12 @@ from tests.support.prometheus import PrometheusServer, prometheus_binary
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(300)]
 
 REVOCATION_BOUND_S = 5.0 + 1.0  # virtual key refresh interval (5 s) + one query, as documented
+CAPPED_KEY = "sk-fleet-capped-team-key"
+CAPPED_LIMIT = Decimal("0.0005")  # ~100 of the fake's calls (12 in / 5 out on gpt-4o-mini)
+# The most one budget call can reserve (docs/budgets.md): its body's bytes at the input price plus
+# max_completion_tokens at the output price; the SDK's body for the call below is < 400 bytes.
+MAX_TOKENS = 20
+RESERVATION_BOUND = (400 * Decimal("0.15") + MAX_TOKENS * Decimal("0.60")) / 1_000_000
 
 
 @dataclass
@@ -82,7 +89,17 @@ def fleet(
     migrated = run_cli("db", "upgrade", "--database-url", database_url)
     assert migrated.returncode == 0, migrated.stderr
     upstream = FakeUpstreamProcess(workdir)
-    config = write_config(workdir / "config.yaml")
+    config = write_config(
+        workdir / "config.yaml",
+        {
+            "teams": {
+                "capped": {
+                    "keys": [key_fingerprint(CAPPED_KEY)],
+                    "budget": {"daily_usd": str(CAPPED_LIMIT), "action": "block"},
+                }
+            }
+        },
+    )
     replicas = [
         Replica(f"r{i}", workdir / f"r{i}", config, database_url, upstream.url) for i in range(3)
     ]
@@ -308,6 +325,57 @@ def test_a_revoked_virtual_key_is_refused_by_every_replica(fleet: Fleet) -> None
     assert len(refused_after) == 3, refused_after
     fleet.notes["revocation_s"] = refused_after
     assert max(refused_after.values()) <= REVOCATION_BOUND_S + 2.0, refused_after
+
+
+def test_a_budget_crossed_from_all_replicas_overshoots_by_at_most_one_reservation(
+    fleet: Fleet,
+) -> None:
+    """Twelve clients through the balancer spend a team's daily budget on all three replicas at
+    once. Reservations are shared atomically in PostgreSQL when made, so the spend past the limit
+    is bounded by what was in flight at the crossing -- here at most one call's reservation,
+    since admission needs spent + reserved below the limit across the fleet."""
+    admitted: list[str] = []
+    refused = 0
+    lock = threading.Lock()
+
+    def worker() -> None:
+        nonlocal refused
+        client = fleet.client("budget", api_key=CAPPED_KEY)
+        refusals = 0
+        while refusals < 3:
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model="gpt-4o-mini",
+                    messages=[{"role": "user", "content": "spend"}],
+                    max_completion_tokens=MAX_TOKENS,
+                )
+                raw.parse()
+                with lock:
+                    admitted.append(raw.headers["x-request-id"])
+            except openai.RateLimitError as exc:
+                assert exc.response.headers.get("x-should-retry") == "false"
+                refusals += 1
+                with lock:
+                    refused += 1
+
+    pool = [threading.Thread(target=worker) for _ in range(12)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    rows = wait_phase_rows(fleet.database_url, "budget", len(admitted) + refused)
+    spent = sum(
+        (r["cost_usd"] for r in rows if r["team"] == "capped" and r["cost_usd"]), Decimal(0)
+    )
+    over = spent - CAPPED_LIMIT
+    print(
+        f"fleet budget: limit {CAPPED_LIMIT} spent {spent} admitted {len(admitted)} "
+        f"refused {refused} over {over} (bound {RESERVATION_BOUND})"
+    )
+    fleet.notes["budget"] = {"spent": str(spent), "admitted": len(admitted)}
+    assert spent >= CAPPED_LIMIT / 2  # the limit was really approached from all sides
+    assert over <= RESERVATION_BOUND
+    assert refused >= 12 * 3
 
 
 def test_sigterm_one_replica_and_kill9_another_mid_load_loses_nothing(fleet: Fleet) -> None:
