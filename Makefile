@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 
 .DEFAULT_GOAL := help
 
-.PHONY: help run test lint bench clean
+.PHONY: help run test lint bench bench-compare clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: $(VENV)/.installed-dev ## ruff + mypy --strict on the packages
 
 bench: $(VENV)/.installed-dev ## Run the benchmarks (results go to docs/performance.md by hand)
 	$(PY) -m bench
+
+bench-compare: $(VENV)/.installed-dev ## direct vs floor (uvloop) vs openai-meter vs LiteLLM, one interleaved run
+	$(PY) -m bench.compare_bench
 
 clean: ## Remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
