@@ -8,7 +8,7 @@ CONSTRAINTS := requirements/constraints.txt
 
 .DEFAULT_GOAL := help
 
-.PHONY: help run demo test lint bench clean constraints
+.PHONY: help run demo test lint bench bench-compare clean constraints
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ lint: $(VENV)/.installed-dev ## ruff + mypy --strict on the packages
 
 bench: $(VENV)/.installed-dev ## Run the benchmarks (results go to docs/performance.md by hand)
 	$(PY) -m bench
+
+bench-compare: $(VENV)/.installed-dev ## direct vs floor (uvloop) vs openai-meter vs LiteLLM, one interleaved run
+	$(PY) -m bench.compare_bench
 
 constraints: ## Re-resolve pyproject.toml's run + dev dependencies into requirements/constraints.txt
 	rm -rf .venv-constraints

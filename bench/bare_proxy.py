@@ -63,9 +63,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="bare aiohttp pass-through (benchmark baseline)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (the issue's floor)")
     args = parser.parse_args()
+    loop = None
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
     web.run_app(
-        make_app(args.upstream), host="127.0.0.1", port=args.port, print=None, access_log=None
+        make_app(args.upstream),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        loop=loop,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 
 from aiohttp import web
@@ -70,17 +71,49 @@ async def chat(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+EMBEDDING_JSON = json.dumps(
+    {
+        "object": "list",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.0125] * 256}],
+        "model": "text-embedding-3-small",
+        "usage": {"prompt_tokens": 8, "total_tokens": 8},
+    }
+).encode()
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    await request.read()
+    return web.Response(body=EMBEDDING_JSON, content_type="application/json")
+
+
 def make_app() -> web.Application:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_post("/v1/embeddings", embeddings)
     return app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="benchmark fake upstream")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
-    web.run_app(make_app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    web.run_app(
+        make_app(),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        loop=_loop(args.uvloop),
+    )
+
+
+def _loop(use_uvloop: bool) -> asyncio.AbstractEventLoop | None:
+    if not use_uvloop:
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop()
 
 
 if __name__ == "__main__":
