@@ -11,7 +11,7 @@ CONSTRAINTS := requirements/constraints.txt
 .PHONY: help run demo test lint bench bench-compare clean constraints
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(VENV)/.installed-run: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
