@@ -22,18 +22,9 @@ from decimal import Decimal
 from typing import Final
 
 from proxy.admin.reconcile.shapes import CostResult, UsageResult
+from storage.reconcile import COUNTED_TOKENS
 
-COUNTERS: Final[tuple[str, ...]] = (
-    "requests",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "audio_input_tokens",
-    "audio_output_tokens",
-    "image_input_tokens",
-    "image_output_tokens",
-)
+COUNTERS: Final[tuple[str, ...]] = ("requests", *COUNTED_TOKENS)
 RATIO_PLACES: Final = Decimal("0.0001")
 NO_PROJECT: Final = "-"
 
