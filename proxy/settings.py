@@ -145,6 +145,24 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class OtelSettings(_Section):
+    """OpenTelemetry export over OTLP/HTTP (needs the ``otel`` extra); off by default."""
+
+    enabled: bool = False
+    # The collector's OTLP/HTTP base URL; /v1/traces and /v1/metrics are appended.
+    endpoint: str = "http://127.0.0.1:4318"
+    # Sent with every export (e.g. an auth header); values are never logged.
+    headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "openai-meter"
+    traces: bool = True
+    metrics: bool = True
+    metrics_interval_ms: int = Field(default=15_000, gt=0)
+    # Per export attempt; exports run in the SDK's background threads, never on a call.
+    timeout_s: float = Field(default=10.0, gt=0)
+    # Finished spans waiting for export; beyond it new spans are dropped (never blocking a call).
+    max_queue_size: int = Field(default=2048, gt=0)
+
+
 class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     # A new connection's first request head must arrive within this (slowloris guard; 0 = off).
@@ -184,3 +202,4 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     server: ServerSettings = ServerSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    otel: OtelSettings = OtelSettings()

@@ -1,0 +1,278 @@
+"""proxy/observe/otel.py with the real SDK and in-memory exporters: trace continuation, span
+attributes (never secrets), GenAI metrics with bounded attributes. The OTLP/HTTP wire is covered by
+tests/e2e/test_otel_product.py against a local receiver."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict, CIMultiDictProxy
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from proxy.http.exchange import Exchange
+from proxy.observe.metrics import LabelBounds
+from proxy.observe.otel import (
+    OtelExport,
+    span_attributes,
+    span_name,
+    traceparent,
+    unix_ns,
+)
+from proxy.settings import OtelSettings
+from tests.proxy.observe.test_metrics import record
+
+CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_SPAN = "b7ad6b7169203331"
+VALID = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+# Flags: bit 0 sampled, bit 1 "random trace id" (W3C Trace Context level 2; the SDK sets it).
+W3C = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]")
+
+
+class Export:
+    def __init__(self, **settings: Any) -> None:
+        self.spans = InMemorySpanExporter()
+        self.reader = InMemoryMetricReader()
+        self.export = OtelExport(
+            OtelSettings(enabled=True, **settings),
+            LabelBounds(["gpt-4o-mini"], ["search"]),
+            span_exporter=self.spans,
+            metric_reader=self.reader,
+            server_address="api.openai.com",
+        )
+        self.stage = self.export.stage
+
+    def finished(self) -> list[ReadableSpan]:
+        assert self.export.tracer_provider is not None
+        self.export.tracer_provider.force_flush()
+        return list(self.spans.get_finished_spans())
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        out = []
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == name:
+                        out.extend((dict(p.attributes or {}), p) for p in metric.data.data_points)
+        return out
+
+
+@pytest.fixture
+def otel() -> Iterator[Export]:
+    export = Export()
+    yield export
+    export.export.shutdown()
+
+
+def exchange(headers: list[tuple[str, str]] | None = None, **kwargs: Any) -> Exchange:
+    kwargs.setdefault("model_requested", "gpt-4o-mini")
+    return Exchange(
+        method="POST",
+        path="/v1/chat/completions",
+        query_string="",
+        endpoint="chat.completions",
+        request_headers=CIMultiDictProxy(CIMultiDict(headers or [])),
+        **kwargs,
+    )
+
+
+async def test_a_call_continues_the_clients_trace_and_passes_the_proxy_span_upstream(
+    otel: Export,
+) -> None:
+    ex = exchange([("Traceparent", VALID), ("tracestate", "vendor=1")])
+    assert await otel.stage.on_request(ex) is None
+    upstream = ex.upstream_traceparent
+    assert upstream is not None and W3C.fullmatch(upstream)
+    _, trace_id, parent_id, flags = upstream.split("-")
+    assert trace_id == CLIENT_TRACE and parent_id != CLIENT_SPAN and flags == "01"
+    rec = record(started_at=ex.started_at, finished_at=ex.started_at + timedelta(seconds=1))
+    otel.stage.on_record(ex, rec)
+    (span,) = otel.finished()
+    assert span.kind is SpanKind.CLIENT
+    assert span.name == "chat gpt-4o-mini"
+    assert format(span.context.trace_id, "032x") == CLIENT_TRACE
+    assert format(span.context.span_id, "016x") == parent_id  # upstream's parent = our span
+    assert span.parent is not None and format(span.parent.span_id, "016x") == CLIENT_SPAN
+    assert span.parent.is_remote
+    assert str(span.context.trace_state) == str(span.parent.trace_state)
+    assert span.start_time == unix_ns(ex.started_at)
+    assert span.end_time == unix_ns(rec.finished_at)
+    attrs = dict(span.attributes or {})
+    assert attrs["gen_ai.usage.input_tokens"] == 100
+    assert attrs["gen_ai.usage.output_tokens"] == 20
+    assert attrs["gen_ai.usage.cache_read.input_tokens"] == 40
+    assert attrs["openai_meter.cost_usd"] == "0.0000228"
+    assert attrs["openai_meter.team"] == "search"
+    assert attrs["gen_ai.response.model"] == "gpt-4o-mini-2024-07-18"
+    assert attrs["server.address"] == "api.openai.com"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_no_traceparent_starts_a_new_trace_and_still_propagates(otel: Export) -> None:
+    ex = exchange()
+    await otel.stage.on_request(ex)
+    assert ex.upstream_traceparent is not None and W3C.fullmatch(ex.upstream_traceparent)
+    otel.stage.on_record(ex, record())
+    (span,) = otel.finished()
+    assert span.parent is None
+
+
+async def test_an_unsampled_client_trace_is_propagated_but_not_exported(otel: Export) -> None:
+    ex = exchange([("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")])
+    await otel.stage.on_request(ex)
+    assert ex.upstream_traceparent is not None
+    assert ex.upstream_traceparent.startswith(f"00-{CLIENT_TRACE}-")
+    assert ex.upstream_traceparent.endswith("-00")
+    otel.stage.on_record(ex, record())
+    assert otel.finished() == []
+    assert otel.points("gen_ai.client.token.usage")  # metrics do not depend on sampling
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.one_of(
+        st.text(max_size=200),
+        st.from_regex(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", fullmatch=True),
+        st.sampled_from(
+            [
+                "",
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # zero trace id
+                f"00-{CLIENT_TRACE}-0000000000000000-01",  # zero span id
+                f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01",  # forbidden version
+                f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01",  # upper case
+                f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-extra",  # version 00 takes no suffix
+                VALID + " " * 10_000,
+                "00-" + "a" * 100_000,
+            ]
+        ),
+    )
+)
+async def test_any_traceparent_yields_a_valid_one_upstream(
+    header: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.clear()
+    otel = Export()
+    try:
+        ex = exchange([("traceparent", header)])
+        await otel.stage.on_request(ex)
+        upstream = ex.upstream_traceparent
+        assert upstream is not None and W3C.fullmatch(upstream), upstream
+        valid = bool(re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", header.strip()))
+        zero = "0" * 16 in header or "0" * 32 in header
+        if valid and not zero and not header.startswith("ff") and len(header) <= 512:
+            assert upstream.split("-")[1] == header.strip().split("-")[1]
+        otel.stage.on_record(ex, record())
+        assert not caplog.records  # a client's header never writes a log line
+    finally:
+        otel.export.shutdown()
+
+
+async def test_a_call_refused_before_the_stage_ran_still_gets_one_span(otel: Export) -> None:
+    ex = exchange([("traceparent", VALID)])
+    otel.stage.on_record(ex, record(status_code=429, outcome="refused", usage_source="none"))
+    (span,) = otel.finished()
+    assert format(span.context.trace_id, "032x") == CLIENT_TRACE
+    assert span.status.status_code is StatusCode.ERROR
+    assert dict(span.attributes or {})["error.type"] == "refused"
+
+
+SECRET = "SECRET-"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    user=st.text(min_size=1, max_size=50),
+    key=st.text(min_size=1, max_size=50),
+    tag=st.text(min_size=1, max_size=50),
+    project=st.text(min_size=1, max_size=50),
+    model=st.text(max_size=2000),
+    cost=st.one_of(st.none(), st.decimals(min_value=0, max_value=10**6, places=9)),
+    tokens=st.integers(min_value=0, max_value=2**62),
+)
+def test_span_attributes_never_carry_identity_or_tags(
+    user: str, key: str, tag: str, project: str, model: str, cost: Decimal | None, tokens: int
+) -> None:
+    rec = record(
+        user=SECRET + user,
+        key_fingerprint=SECRET + key,
+        tags={SECRET + "k": SECRET + tag},
+        project=SECRET + project,
+        model=model or None,
+        model_requested=model or None,
+        cost_usd=cost,
+        input_tokens=tokens,
+    )
+    attrs = span_attributes(rec)
+    for name, value in attrs.items():
+        assert SECRET not in name
+        assert not (isinstance(value, str) and SECRET in value and SECRET not in model), name
+        if isinstance(value, str):
+            assert len(value) <= 256
+    assert attrs["gen_ai.usage.input_tokens"] == tokens
+    if cost is None:
+        assert attrs["openai_meter.unpriced"] is True
+    else:
+        assert Decimal(str(attrs["openai_meter.cost_usd"])) == cost  # exact
+
+
+def test_span_names_and_times() -> None:
+    assert span_name("embeddings", "text-embedding-3-small") == "embeddings text-embedding-3-small"
+    assert span_name("files", None) == "files"
+    assert len(span_name("responses", "m" * 10_000)) < 200
+    moment = datetime(2026, 11, 29, 12, 0, 0, 123456, tzinfo=UTC)
+    assert unix_ns(moment) == 1_795_953_600_123_456_000
+    assert unix_ns(moment) % 1000 == 0
+
+
+def test_metrics_follow_the_genai_conventions_with_bounded_attributes(otel: Export) -> None:
+    ex = exchange()
+    otel.stage.on_record(ex, record())
+    otel.stage.on_record(ex, record(model="brand-new-model", model_requested="x" * 5000))
+    otel.stage.on_record(ex, record(team="nobody-configured", cost_usd=None))
+    otel.stage.on_record(ex, record(status_code=500, outcome="upstream_error", latency_ms=20.0))
+    tokens = otel.points("gen_ai.client.token.usage")
+    models = {a["gen_ai.request.model"] for a, _ in tokens}
+    assert models == {"gpt-4o-mini", "other"}
+    assert {a["openai_meter.team"] for a, _ in tokens} == {"search", "unassigned"}
+    assert {a["gen_ai.token.type"] for a, _ in tokens} == {"input", "output"}
+    assert {a["gen_ai.provider.name"] for a, _ in tokens} == {"openai"}
+    assert {a["gen_ai.operation.name"] for a, _ in tokens} == {"chat"}
+    assert sum(p.sum for a, p in tokens if a["gen_ai.token.type"] == "input") == 400
+    durations = otel.points("gen_ai.client.operation.duration")
+    assert sum(p.count for _, p in durations) == 4
+    assert {a.get("error.type") for a, _ in durations} == {None, "500"}
+    assert list(durations[0][1].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
+    cost = otel.points("openai_meter.cost")
+    assert sum(p.value for _, p in cost) == pytest.approx(3 * 0.0000228)
+
+
+def test_traces_or_metrics_can_be_turned_off() -> None:
+    only_metrics = Export(traces=False)
+    assert only_metrics.export.tracer_provider is None
+    only_traces = Export(metrics=False)
+    assert only_traces.export.meter_provider is None
+    for export in (only_metrics, only_traces):
+        ex = exchange([("traceparent", VALID)])
+        export.stage.on_record(ex, record())
+        export.export.shutdown()
+
+
+async def test_traceparent_of_a_non_recording_span_is_still_valid(otel: Export) -> None:
+    ex = exchange([("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")])
+    await otel.stage.on_request(ex)
+    span = ex.extras["otel.span"]
+    assert not span.is_recording()
+    assert traceparent(span) == ex.upstream_traceparent
