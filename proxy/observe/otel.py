@@ -1,50 +1,72 @@
 """OpenTelemetry export (the ``otel`` extra; ``otel.enabled``, off by default).
 
-One :class:`OtelStage` per app, a :class:`proxy.http.exchange.RequestStage` next to the metrics
-stage:
+One :class:`OtelStage` per app, a :class:`proxy.http.exchange.RequestStage` first in the stages:
 
-* ``on_request`` continues the client's W3C ``traceparent`` (a new trace when it sent none or a
-  malformed one): it starts one CLIENT span for the call and sets ``exchange.upstream_traceparent``
-  so the upstream sees the proxy's span as the parent (the edge replaces the header; it never
-  imports this module). The client's ``tracestate`` passes through unchanged.
-* ``on_record`` - after the response went to the client, when the finished record is there, the
-  same moment Prometheus metrics are updated - sets the span's attributes from the record, ends it,
-  and records the GenAI metrics.
+* ``on_request`` continues the client's W3C ``traceparent`` (a new trace when it sent none or one
+  the W3C rules reject): it picks the call's span id and sets ``exchange.upstream_traceparent``, so
+  the upstream sees the proxy's span as its parent (the edge replaces the header; it never imports
+  this module). The client's ``tracestate`` passes through unchanged.
+* ``on_record`` - after the response went to the client, with the finished record, the moment the
+  Prometheus metrics are updated too - builds the finished span and updates the metric aggregates.
 
-Export runs in the SDK's own background threads (``BatchSpanProcessor``,
-``PeriodicExportingMetricReader``) over OTLP/HTTP: ending a span appends it to a bounded queue
-(full -> dropped, never waited for), and a metric update is an in-memory aggregation. Nothing here
-touches the network on a call.
+Why not the SDK's ``Tracer`` and ``Meter`` on the call path: measured (``bench/otel_bench.py``,
+docs/performance.md), a span through ``Tracer.start_span``/``set_attributes``/``end`` plus three
+instrument updates cost ~385 µs per call on this machine, more than the whole meter. Everything
+about a call is known when its record is, so the span is built once, finished, as the SDK's own
+``ReadableSpan``; and metrics are aggregated the way :mod:`proxy.observe.metrics` does for
+Prometheus (plain objects owned by the event loop's thread, O(1) per record). On the call, then:
+a few dict lookups and additions and a bounded ``deque`` append.
 
-Names follow the OpenTelemetry GenAI semantic conventions (client spans and metrics):
-``gen_ai.client.token.usage`` ({token}, histogram, ``gen_ai.token.type`` input/output),
-``gen_ai.client.operation.duration`` (s, histogram) and, with no convention for money,
-``openai_meter.cost`` (USD, counter; float at this edge as in Prometheus, the ledger stays exact).
-Metric attributes are bounded like the Prometheus labels (:class:`~proxy.observe.metrics.LabelBounds`:
-catalog models + ``other``, configured teams + ``unassigned``). Span attributes carry the model,
-tokens, cost (the exact decimal as a string), team, endpoint, status and the ledger record id -
-never a body, a key, a key fingerprint, a user or tags.
+Export runs in one daemon thread (``otel-export``): every second it sends the waiting spans, and
+every ``otel.metrics_interval_ms`` a snapshot of the aggregates (cumulative temporality), both with
+the SDK's OTLP/HTTP exporters (protobuf). Spans waiting beyond ``otel.max_queue_size`` are dropped
+(counted, logged once), never waited for. A collector that is down costs retries in that thread
+only. ``shutdown`` exports what is left.
+
+Names follow the OpenTelemetry GenAI semantic conventions: ``gen_ai.client.token.usage``
+({token}, histogram, ``gen_ai.token.type`` input/output), ``gen_ai.client.operation.duration``
+(s, histogram) and, with no convention for money, ``openai_meter.cost`` (USD, monotonic sum; float
+at this edge as in Prometheus, the ledger stays exact). Metric attributes are bounded like the
+Prometheus labels (:class:`~proxy.observe.metrics.LabelBounds`: catalog models + ``other``,
+configured teams + ``unassigned``). Span attributes carry the model, tokens, cost (the exact decimal
+as a string), team, endpoint, status and the ledger record id - never a body, a key, a key
+fingerprint, a user or tags.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import re
+import threading
+import time
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.metrics import Counter, Histogram
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from proxy.http.exchange import Exchange
 from proxy.observe.metrics import (
@@ -59,37 +81,70 @@ from storage.record import UsageRecord
 
 log = logging.getLogger(__name__)
 
-SCOPE: Final = "openai-meter"
-_SPAN_KEY: Final = "otel.span"
+SCOPE: Final = InstrumentationScope("openai-meter")
+_SPAN_KEY: Final = "otel.trace"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_NS: Final = timedelta(microseconds=1)
-_PROPAGATOR: Final = TraceContextTextMapPropagator()
-_MAX_TRACEPARENT: Final = 512  # the SDK propagator's own limit
+_US: Final = timedelta(microseconds=1)
+_MAX_TRACEPARENT: Final = 512  # as the SDK's propagator: longer is ignored
+_TRACEPARENT: Final = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-[^\s]*)?", re.ASCII
+)
+_SPAN_BATCH: Final = 512
+_SPAN_DELAY_S: Final = 1.0
+_UNSET: Final = Status(StatusCode.UNSET)
+_ERROR: Final = Status(StatusCode.ERROR)
+_CUMULATIVE: Final = AggregationTemporality.CUMULATIVE
 
 Attributes = dict[str, str | bool | int | float]
 
 
+# --- pure helpers ------------------------------------------------------------------------------
+
+
 def unix_ns(moment: datetime) -> int:
     """A timezone-aware datetime as integer nanoseconds since the epoch (exact to the microsecond)."""
-    return ((moment - _EPOCH) // _NS) * 1000
+    return ((moment - _EPOCH) // _US) * 1000
 
 
 def operation(endpoint: str) -> str:
     return GENAI_OPERATIONS.get(endpoint, endpoint)
 
 
-def traceparent(span: Span) -> str | None:
-    """The W3C ``traceparent`` naming ``span`` as the parent (None for an invalid context)."""
-    ctx = span.get_span_context()
-    if not ctx.is_valid:
-        return None
-    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
-
-
 def span_name(endpoint: str, model: str | None) -> str:
     """``{gen_ai.operation.name} {gen_ai.request.model}`` (semconv), bounded in length."""
     name = operation(endpoint)
     return f"{name} {model[:128]}" if model else name
+
+
+@dataclass(frozen=True, slots=True)
+class TraceParent:
+    trace_id: int
+    span_id: int
+    flags: int
+
+    @property
+    def sampled(self) -> bool:
+        return bool(self.flags & 1)
+
+    def header(self) -> str:
+        return f"00-{self.trace_id:032x}-{self.span_id:016x}-{self.flags:02x}"
+
+
+def parse_traceparent(value: str | None) -> TraceParent | None:
+    """A W3C Trace Context ``traceparent`` or None when the rules reject it (version ``ff``,
+    all-zero ids, upper case, a suffix on version 00, over 512 characters)."""
+    if value is None or len(value) > _MAX_TRACEPARENT:
+        return None
+    match = _TRACEPARENT.fullmatch(value.strip(" \t"))
+    if match is None:
+        return None
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    return TraceParent(trace_id, span_id, int(flags_hex, 16))
 
 
 def span_attributes(record: UsageRecord, *, server_address: str | None = None) -> Attributes:
@@ -150,8 +205,274 @@ def error_type(record: UsageRecord) -> str | None:
     return None
 
 
+# --- metric aggregates (owned by the event loop's thread; snapshotted by the export thread) -----
+
+
+class _Hist:
+    __slots__ = ("bounds", "counts", "max", "min", "start", "sum")
+
+    def __init__(self, bounds: tuple[float, ...], start: int) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+        self.start = start
+
+    def record(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+
+class _Total:
+    __slots__ = ("start", "value")
+
+    def __init__(self, start: int) -> None:
+        self.value = 0.0
+        self.start = start
+
+
+@dataclass(slots=True)
+class _Bound:
+    """The series one raw attribute combination feeds (bounded attributes, resolved once)."""
+
+    duration: _Hist
+    duration_error: dict[str, _Hist]
+    input_tokens: _Hist
+    output_tokens: _Hist
+    cost: dict[str, _Total]
+    attrs: Attributes
+
+
+class _Aggregates:
+    _MAX_CACHED: Final = 4096
+
+    def __init__(self, bounds: LabelBounds) -> None:
+        self._bounds = bounds
+        self._bound: dict[tuple[Any, ...], _Bound] = {}
+        # series by their frozen attributes, in creation order (what the snapshot exports)
+        self.duration: dict[tuple[tuple[str, Any], ...], _Hist] = {}
+        self.tokens: dict[tuple[tuple[str, Any], ...], _Hist] = {}
+        self.cost: dict[tuple[tuple[str, Any], ...], _Total] = {}
+
+    def add(self, record: UsageRecord) -> None:
+        key = (record.endpoint, record.model_requested, record.model, record.team)
+        b = self._bound.get(key)
+        if b is None:
+            b = self._bind(key)
+        latency = record.latency_ms
+        if latency is not None:
+            error = error_type(record)
+            if error is None:
+                b.duration.record(latency / 1000.0)
+            else:
+                hist = b.duration_error.get(error)
+                if hist is None:
+                    hist = b.duration_error[error] = self._series(
+                        self.duration, {**b.attrs, "error.type": error[:64]}, DURATION_BUCKETS
+                    )
+                hist.record(latency / 1000.0)
+        if record.usage_source != "none":
+            b.input_tokens.record(record.input_tokens)
+            b.output_tokens.record(record.output_tokens)
+        cost = record.cost_usd
+        if cost is not None and cost > 0:
+            tier = self._bounds.service_tier(record.service_tier)
+            total = b.cost.get(tier)
+            if total is None:
+                attrs = tuple(sorted({**b.attrs, "openai.response.service_tier": tier}.items()))
+                total = self.cost.get(attrs)
+                if total is None:
+                    total = self.cost[attrs] = _Total(time.time_ns())
+                b.cost[tier] = total
+            total.value += float(cost)
+
+    def _bind(self, key: tuple[Any, ...]) -> _Bound:
+        endpoint, requested, model, team = key
+        bounds = self._bounds
+        attrs: Attributes = {
+            "gen_ai.operation.name": operation(bounds.endpoint(endpoint)),
+            "gen_ai.provider.name": PROVIDER,
+            "gen_ai.request.model": bounds.model(requested or model),
+            "gen_ai.response.model": bounds.model(model or requested),
+            "openai_meter.team": bounds.team(team),
+        }
+        bound = _Bound(
+            duration=self._series(self.duration, attrs, DURATION_BUCKETS),
+            duration_error={},
+            input_tokens=self._series(
+                self.tokens, {**attrs, "gen_ai.token.type": "input"}, TOKEN_BUCKETS
+            ),
+            output_tokens=self._series(
+                self.tokens, {**attrs, "gen_ai.token.type": "output"}, TOKEN_BUCKETS
+            ),
+            cost={},
+            attrs=attrs,
+        )
+        if len(self._bound) >= self._MAX_CACHED:
+            self._bound.clear()  # raw values come from clients: keep the cache bounded
+        self._bound[key] = bound
+        return bound
+
+    @staticmethod
+    def _series(
+        into: dict[tuple[tuple[str, Any], ...], _Hist],
+        attrs: Attributes,
+        buckets: tuple[float, ...],
+    ) -> _Hist:
+        frozen = tuple(sorted(attrs.items()))
+        hist = into.get(frozen)
+        if hist is None:
+            hist = into[frozen] = _Hist(tuple(float(b) for b in buckets), time.time_ns())
+        return hist
+
+    def snapshot(self, now: int) -> list[Metric]:
+        """Cumulative data points. Runs on the export thread: each series is copied in one
+        GIL-atomic step (a few updates apart from each other at worst, as a Prometheus scrape)."""
+        metrics = []
+        for name, unit, doc, series in (
+            ("gen_ai.client.token.usage", "{token}", "Number of input and output tokens used.",
+             self.tokens),
+            ("gen_ai.client.operation.duration", "s", "GenAI operation duration.", self.duration),
+        ):  # fmt: skip
+            points = []
+            for attrs, hist in list(series.items()):
+                counts = hist.counts[:]
+                count = sum(counts)
+                if not count:
+                    continue
+                points.append(
+                    HistogramDataPoint(
+                        attributes=dict(attrs),
+                        start_time_unix_nano=hist.start,
+                        time_unix_nano=now,
+                        count=count,
+                        sum=hist.sum,
+                        bucket_counts=counts,
+                        explicit_bounds=hist.bounds,
+                        min=hist.min,
+                        max=hist.max,
+                    )
+                )
+            if points:
+                metrics.append(Metric(name, doc, unit, Histogram(points, _CUMULATIVE)))
+        cost = [
+            NumberDataPoint(
+                attributes=dict(attrs),
+                start_time_unix_nano=total.start,
+                time_unix_nano=now,
+                value=total.value,
+            )
+            for attrs, total in list(self.cost.items())
+        ]
+        if cost:
+            doc = "Priced spend (the ledger holds the exact decimal amounts)."
+            metrics.append(Metric("openai_meter.cost", doc, "USD", Sum(cost, _CUMULATIVE, True)))
+        return metrics
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _CallTrace:
+    """Chosen in ``on_request``: this call's span and, when the client sent one, its parent."""
+
+    trace_id: int
+    span_id: int
+    flags: int
+    parent_span_id: int | None
+    tracestate: str | None
+
+
+class OtelStage:
+    """Continues the trace on the way in; span + metrics from the record on the way out.
+
+    Never raises into a call: the meter guards stages (failures count as
+    ``metering_errors_total{stage="stage"}``).
+    """
+
+    __slots__ = ("_aggregates", "_export", "_server_address", "_traces")
+
+    def __init__(
+        self,
+        export: OtelExport,
+        aggregates: _Aggregates | None,
+        *,
+        traces: bool,
+        server_address: str | None,
+    ) -> None:
+        self._export = export
+        self._aggregates = aggregates
+        self._traces = traces
+        self._server_address = server_address
+
+    async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        if self._traces:
+            trace = _call_trace(exchange.request_headers)
+            exchange.extras[_SPAN_KEY] = trace
+            exchange.upstream_traceparent = TraceParent(
+                trace.trace_id, trace.span_id, trace.flags
+            ).header()
+        return None
+
+    def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
+        if self._traces:
+            trace = exchange.extras.pop(_SPAN_KEY, None)
+            if not isinstance(trace, _CallTrace):  # refused before this stage ran: still a span
+                trace = _call_trace(exchange.request_headers)
+            if trace.flags & 1:
+                self._export.add_span(self._span(exchange, record, trace))
+        if self._aggregates is not None:
+            self._aggregates.add(record)
+
+    def _span(self, exchange: Exchange, record: UsageRecord, trace: _CallTrace) -> ReadableSpan:
+        state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
+        flags = TraceFlags(trace.flags)
+        parent = None
+        if trace.parent_span_id is not None:
+            parent = SpanContext(trace.trace_id, trace.parent_span_id, True, flags, state)
+        attrs = span_attributes(record, server_address=self._server_address)
+        return ReadableSpan(
+            name=span_name(exchange.endpoint, record.model_requested or record.model),
+            context=SpanContext(trace.trace_id, trace.span_id, False, flags, state),
+            parent=parent,
+            resource=self._export.resource,
+            attributes=attrs,
+            kind=SpanKind.CLIENT,
+            status=_ERROR if "error.type" in attrs else _UNSET,
+            start_time=unix_ns(record.started_at),
+            end_time=unix_ns(record.finished_at),
+            instrumentation_scope=SCOPE,
+        )
+
+
+def _random_id(bits: int) -> int:
+    while True:
+        value = random.getrandbits(bits)
+        if value:
+            return value
+
+
+def _call_trace(headers: Mapping[str, str]) -> _CallTrace:
+    parent = parse_traceparent(headers.get("traceparent"))
+    span_id = _random_id(64)
+    if parent is None:  # a new trace, sampled (the SDK default: parent-based, else always on)
+        return _CallTrace(_random_id(128), span_id, 1, None, None)
+    return _CallTrace(
+        parent.trace_id, span_id, parent.flags & 1, parent.span_id, headers.get("tracestate")
+    )
+
+
+# --- export -------------------------------------------------------------------------------------
+
+
 class OtelExport:
-    """The SDK pieces for one app: providers (never the global ones), instruments, the stage."""
+    """The stage, the aggregates and the ``otel-export`` thread for one app."""
 
     def __init__(
         self,
@@ -159,170 +480,127 @@ class OtelExport:
         bounds: LabelBounds,
         *,
         span_exporter: SpanExporter | None = None,
-        metric_reader: MetricReader | None = None,
+        metric_exporter: MetricExporter | None = None,
         server_address: str | None = None,
+        start: bool = True,
     ) -> None:
-        resource = Resource.create({"service.name": settings.service_name})
+        self.resource = Resource.create({"service.name": settings.service_name})
         base = settings.endpoint.rstrip("/")
         headers = dict(settings.headers)
-        self.tracer_provider: TracerProvider | None = None
-        self.meter_provider: MeterProvider | None = None
-        tracer: Tracer | None = None
-        instruments: _Instruments | None = None
+        self._span_exporter: SpanExporter | None = None
+        self._metric_exporter: MetricExporter | None = None
         if settings.traces:
-            exporter = span_exporter or OTLPSpanExporter(
+            self._span_exporter = span_exporter or OTLPSpanExporter(
                 endpoint=f"{base}/v1/traces", headers=headers, timeout=settings.timeout_s
             )
-            self.tracer_provider = TracerProvider(resource=resource)
-            self.tracer_provider.add_span_processor(
-                BatchSpanProcessor(
-                    exporter,
-                    max_queue_size=settings.max_queue_size,
-                    max_export_batch_size=min(512, settings.max_queue_size),
-                    export_timeout_millis=settings.timeout_s * 1000,
-                )
-            )
-            tracer = self.tracer_provider.get_tracer(SCOPE)
+        aggregates = None
         if settings.metrics:
-            reader = metric_reader or PeriodicExportingMetricReader(
-                OTLPMetricExporter(
-                    endpoint=f"{base}/v1/metrics", headers=headers, timeout=settings.timeout_s
-                ),
-                export_interval_millis=settings.metrics_interval_ms,
-                export_timeout_millis=settings.timeout_s * 1000,
+            self._metric_exporter = metric_exporter or OTLPMetricExporter(
+                endpoint=f"{base}/v1/metrics", headers=headers, timeout=settings.timeout_s
             )
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-            instruments = _Instruments(self.meter_provider)
-        self.stage = OtelStage(tracer, instruments, bounds, server_address=server_address)
+            aggregates = _Aggregates(bounds)
+        self._aggregates = aggregates
+        self._timeout_ms = settings.timeout_s * 1000
+        self._interval_s = settings.metrics_interval_ms / 1000.0
+        self._spans: deque[ReadableSpan] = deque()
+        self._max_spans = settings.max_queue_size
+        self.dropped_spans = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._export_lock = threading.Lock()
+        self.stage = OtelStage(
+            self, aggregates, traces=settings.traces, server_address=server_address
+        )
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(target=self._run, name="otel-export", daemon=True)
+            self._thread.start()
+
+    def add_span(self, span: ReadableSpan) -> None:
+        """On the event loop: a bounded append, never a wait."""
+        if len(self._spans) >= self._max_spans:
+            if not self.dropped_spans:
+                log.warning(
+                    "OpenTelemetry span queue full (otel.max_queue_size=%d): dropping spans "
+                    "until the collector catches up (logged once)",
+                    self._max_spans,
+                )
+            self.dropped_spans += 1
+            return
+        self._spans.append(span)
+        if len(self._spans) >= _SPAN_BATCH:
+            self._wake.set()
+
+    def _run(self) -> None:
+        next_metrics = time.monotonic() + self._interval_s
+        while not self._stop.is_set():
+            timeout = min(_SPAN_DELAY_S, max(0.0, next_metrics - time.monotonic()))
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self.export_spans()
+            if time.monotonic() >= next_metrics:
+                self.export_metrics()
+                next_metrics = time.monotonic() + self._interval_s
+
+    def export_spans(self) -> None:
+        exporter = self._span_exporter
+        if exporter is None:
+            return
+        with self._export_lock:
+            while self._spans:
+                batch: list[ReadableSpan] = []
+                while self._spans and len(batch) < _SPAN_BATCH:
+                    batch.append(self._spans.popleft())
+                try:
+                    exporter.export(batch)
+                except Exception:
+                    log.exception("OpenTelemetry span export failed (%d spans lost)", len(batch))
+
+    def export_metrics(self) -> None:
+        exporter, aggregates = self._metric_exporter, self._aggregates
+        if exporter is None or aggregates is None:
+            return
+        with self._export_lock:
+            metrics = aggregates.snapshot(time.time_ns())
+            if not metrics:
+                return
+            data = MetricsData(
+                [ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")], "")]
+            )
+            try:
+                exporter.export(data, timeout_millis=self._timeout_ms)
+            except Exception:
+                log.exception("OpenTelemetry metric export failed")
+
+    def flush(self) -> None:
+        """Export everything now (blocking: off the event loop)."""
+        self.export_spans()
+        self.export_metrics()
 
     def shutdown(self) -> None:
-        """Flush and stop the exporters (blocking: call it off the event loop)."""
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
+        """Stop the thread, export what is left, close the exporters (blocking: off the loop)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        for exporter in (self._span_exporter, self._metric_exporter):
+            if exporter is not None:
                 try:
-                    provider.shutdown()
+                    exporter.shutdown()
                 except Exception:
-                    log.exception("OpenTelemetry shutdown failed (spans or metrics may be lost)")
-
-
-class _Instruments:
-    __slots__ = ("cost", "duration", "tokens")
-
-    def __init__(self, provider: MeterProvider) -> None:
-        meter = provider.get_meter(SCOPE)
-        self.tokens: Histogram = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self.duration: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.cost: Counter = meter.create_counter(
-            "openai_meter.cost",
-            unit="USD",
-            description="Priced spend (the ledger holds the exact decimal amounts).",
-        )
-
-
-class OtelStage:
-    """Continues the trace on the way in; span + metrics from the record on the way out.
-
-    Never raises into a call: the meter guards stages, and failures here are counted as
-    ``metering_errors_total{stage="stage"}`` like any stage's.
-    """
-
-    __slots__ = ("_bounds", "_instruments", "_server_address", "_tracer")
-
-    def __init__(
-        self,
-        tracer: Tracer | None,
-        instruments: _Instruments | None,
-        bounds: LabelBounds,
-        *,
-        server_address: str | None = None,
-    ) -> None:
-        self._tracer = tracer
-        self._instruments = instruments
-        self._bounds = bounds
-        self._server_address = server_address
-
-    async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
-        if self._tracer is not None:
-            span = self._start(exchange)
-            exchange.extras[_SPAN_KEY] = span
-            exchange.upstream_traceparent = traceparent(span)
-        return None
-
-    def _start(self, exchange: Exchange) -> Span:
-        assert self._tracer is not None
-        return self._tracer.start_span(
-            span_name(exchange.endpoint, exchange.model_requested),
-            context=parent_context(exchange.request_headers),
-            kind=SpanKind.CLIENT,
-            start_time=unix_ns(exchange.started_at),
-        )
-
-    def on_record(self, exchange: Exchange, record: UsageRecord) -> None:
-        if self._tracer is not None:
-            span = exchange.extras.pop(_SPAN_KEY, None)
-            if not isinstance(span, Span):  # refused before this stage ran: still one span
-                span = self._start(exchange)
-            if span.is_recording():
-                span.set_attributes(span_attributes(record, server_address=self._server_address))
-                if error_type(record) is not None:
-                    span.set_status(Status(StatusCode.ERROR))
-            span.end(end_time=unix_ns(record.finished_at))
-        if self._instruments is not None:
-            self._record_metrics(record)
-
-    def _record_metrics(self, record: UsageRecord) -> None:
-        instruments = self._instruments
-        assert instruments is not None
-        bounds = self._bounds
-        attrs: Attributes = {
-            "gen_ai.operation.name": operation(bounds.endpoint(record.endpoint)),
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.request.model": bounds.model(record.model_requested or record.model),
-            "gen_ai.response.model": bounds.model(record.model or record.model_requested),
-            "openai_meter.team": bounds.team(record.team),
-        }
-        error = error_type(record)
-        if record.latency_ms is not None:
-            duration_attrs = attrs if error is None else {**attrs, "error.type": error}
-            instruments.duration.record(record.latency_ms / 1000.0, duration_attrs)
-        if record.usage_source != "none":
-            instruments.tokens.record(record.input_tokens, {**attrs, "gen_ai.token.type": "input"})
-            instruments.tokens.record(
-                record.output_tokens, {**attrs, "gen_ai.token.type": "output"}
-            )
-        if record.cost_usd is not None and record.cost_usd > 0:
-            tier = bounds.service_tier(record.service_tier)
-            instruments.cost.add(
-                float(record.cost_usd), {**attrs, "openai.response.service_tier": tier}
-            )
-
-
-def parent_context(headers: Mapping[str, str]) -> Context | None:
-    """The client's trace context from ``traceparent`` / ``tracestate``; None starts a new trace
-    (no header, or one the W3C rules reject: a new trace, never an error)."""
-    value = headers.get("traceparent")
-    if value is None or len(value) > _MAX_TRACEPARENT:
-        return None  # (the SDK would log a warning per call for an oversized one: a log flood)
-    return _PROPAGATOR.extract(headers)
+                    log.exception("OpenTelemetry exporter shutdown failed")
 
 
 __all__ = [
     "OtelExport",
     "OtelStage",
+    "TraceParent",
     "error_type",
-    "parent_context",
+    "parse_traceparent",
     "span_attributes",
     "span_name",
-    "traceparent",
     "unix_ns",
 ]

@@ -5,6 +5,7 @@ tests/e2e/test_otel_product.py against a local receiver."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -23,9 +24,9 @@ from proxy.http.exchange import Exchange
 from proxy.observe.metrics import LabelBounds
 from proxy.observe.otel import (
     OtelExport,
+    parse_traceparent,
     span_attributes,
     span_name,
-    traceparent,
     unix_ns,
 )
 from proxy.settings import OtelSettings
@@ -38,29 +39,48 @@ VALID = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
 W3C = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-3]")
 
 
+class CapturedMetrics(MetricExporter):
+    """Keeps what the export thread would send (the OTLP encoding is covered end to end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[MetricsData] = []
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **_: Any) -> Any:
+        self.exports.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **_: Any) -> None:
+        return None
+
+
 class Export:
     def __init__(self, **settings: Any) -> None:
         self.spans = InMemorySpanExporter()
-        self.reader = InMemoryMetricReader()
+        self.metrics = CapturedMetrics()
         self.export = OtelExport(
             OtelSettings(enabled=True, **settings),
             LabelBounds(["gpt-4o-mini"], ["search"]),
             span_exporter=self.spans,
-            metric_reader=self.reader,
+            metric_exporter=self.metrics,
             server_address="api.openai.com",
+            start=False,  # the tests flush; the thread is exercised end to end
         )
         self.stage = self.export.stage
 
     def finished(self) -> list[ReadableSpan]:
-        assert self.export.tracer_provider is not None
-        self.export.tracer_provider.force_flush()
+        self.export.flush()
         return list(self.spans.get_finished_spans())
 
     def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
-        data = self.reader.get_metrics_data()
-        assert data is not None
+        self.export.flush()
+        if not self.metrics.exports:
+            return []
         out = []
-        for rm in data.resource_metrics:
+        for rm in self.metrics.exports[-1].resource_metrics:
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
                     if metric.name == name:
@@ -259,20 +279,66 @@ def test_metrics_follow_the_genai_conventions_with_bounded_attributes(otel: Expo
     assert sum(p.value for _, p in cost) == pytest.approx(3 * 0.0000228)
 
 
-def test_traces_or_metrics_can_be_turned_off() -> None:
+async def test_traces_or_metrics_can_be_turned_off() -> None:
     only_metrics = Export(traces=False)
-    assert only_metrics.export.tracer_provider is None
+    ex = exchange([("traceparent", VALID)])
+    await only_metrics.stage.on_request(ex)
+    assert ex.upstream_traceparent is None  # the client's header crosses untouched
+    only_metrics.stage.on_record(ex, record())
+    assert only_metrics.finished() == [] and only_metrics.points("gen_ai.client.token.usage")
     only_traces = Export(metrics=False)
-    assert only_traces.export.meter_provider is None
-    for export in (only_metrics, only_traces):
-        ex = exchange([("traceparent", VALID)])
-        export.stage.on_record(ex, record())
-        export.export.shutdown()
+    ex = exchange([("traceparent", VALID)])
+    await only_traces.stage.on_request(ex)
+    only_traces.stage.on_record(ex, record())
+    assert len(only_traces.finished()) == 1 and only_traces.metrics.exports == []
 
 
-async def test_traceparent_of_a_non_recording_span_is_still_valid(otel: Export) -> None:
-    ex = exchange([("traceparent", f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00")])
-    await otel.stage.on_request(ex)
-    span = ex.extras["otel.span"]
-    assert not span.is_recording()
-    assert traceparent(span) == ex.upstream_traceparent
+def test_traceparent_parsing_follows_the_w3c_rules() -> None:
+    parsed = parse_traceparent(VALID)
+    assert parsed is not None and parsed.header() == VALID and parsed.sampled
+    assert parse_traceparent(f" {VALID}\t") == parsed  # optional white space around
+    future = parse_traceparent(f"01-{CLIENT_TRACE}-{CLIENT_SPAN}-01-more-fields")
+    assert future is not None and future.trace_id == parsed.trace_id  # later versions: prefix
+    for bad in (
+        None,
+        "",
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01-more",
+        f"ff-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+        f"00-{'0' * 32}-{CLIENT_SPAN}-01",
+        f"00-{CLIENT_TRACE}-{'0' * 16}-01",
+        f"00-{CLIENT_TRACE.upper()}-{CLIENT_SPAN}-01",
+        f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-1",
+        VALID + "-" + "x" * 600,
+        "00-٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠١-b7ad6b7169203331-01",  # non-ASCII digits
+    ):
+        assert parse_traceparent(bad) is None, bad
+
+
+def test_a_full_span_queue_drops_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    otel = Export(max_queue_size=3)
+    for _ in range(10):
+        otel.stage.on_record(exchange(), record())
+    assert otel.export.dropped_spans == 7
+    assert len([r for r in caplog.records if "queue full" in r.getMessage()]) == 1
+    assert len(otel.finished()) == 3
+
+
+def test_the_export_thread_sends_spans_and_metrics_and_shutdown_sends_the_rest() -> None:
+    spans, metrics = InMemorySpanExporter(), CapturedMetrics()
+    export = OtelExport(
+        OtelSettings(enabled=True, metrics_interval_ms=50),
+        LabelBounds(["gpt-4o-mini"], ["search"]),
+        span_exporter=spans,
+        metric_exporter=metrics,
+    )
+    for _ in range(600):  # more than a batch: wakes the thread before its 1 s delay
+        export.stage.on_record(exchange(), record())
+    deadline = time.monotonic() + 30
+    while (len(spans.get_finished_spans()) < 512 or not metrics.exports) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.01)
+    export.stage.on_record(exchange(), record())
+    export.shutdown()
+    assert len(spans.get_finished_spans()) == 601
+    assert metrics.exports
