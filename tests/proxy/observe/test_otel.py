@@ -5,6 +5,7 @@ tests/e2e/test_otel_product.py against a local receiver."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -342,3 +343,78 @@ def test_the_export_thread_sends_spans_and_metrics_and_shutdown_sends_the_rest()
     export.shutdown()
     assert len(spans.get_finished_spans()) == 601
     assert metrics.exports
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "model": st.sampled_from(["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "x", None]),
+                "team": st.sampled_from(["search", "other-team", "unassigned"]),
+                "input_tokens": st.integers(min_value=0, max_value=10**9),
+                "output_tokens": st.integers(min_value=0, max_value=10**9),
+                "usage_source": st.sampled_from(["reported", "estimated", "none"]),
+                "cost_usd": st.one_of(
+                    st.none(), st.decimals(min_value=0, max_value=1000, places=6)
+                ),
+                "latency_ms": st.one_of(st.none(), st.floats(min_value=0, max_value=1e7)),
+                "status_code": st.sampled_from([200, 400, 429, 500, None]),
+            }
+        ),
+        max_size=60,
+    )
+)
+def test_metric_totals_equal_the_records_whatever_they_hold(values: list[dict[str, Any]]) -> None:
+    otel = Export(traces=False)
+    records = [record(id=str(i), **v) for i, v in enumerate(values)]
+    for rec in records:
+        otel.stage.on_record(exchange(), rec)
+    tokens = otel.points("gen_ai.client.token.usage")
+    metered = [r for r in records if r.usage_source != "none"]
+    for kind, column in (("input", "input_tokens"), ("output", "output_tokens")):
+        points = [p for a, p in tokens if a["gen_ai.token.type"] == kind]
+        assert sum(p.sum for p in points) == sum(getattr(r, column) for r in metered)
+        assert sum(p.count for p in points) == len(metered)
+        for p in points:
+            assert sum(p.bucket_counts) == p.count
+            assert len(p.bucket_counts) == len(p.explicit_bounds) + 1
+    durations = otel.points("gen_ai.client.operation.duration")
+    assert sum(p.count for _, p in durations) == sum(r.latency_ms is not None for r in records)
+    cost = sum(p.value for _, p in otel.points("openai_meter.cost"))
+    assert cost == pytest.approx(float(sum(r.cost_usd or 0 for r in records)))
+    for attrs, _ in [*tokens, *durations]:
+        assert attrs["gen_ai.request.model"] in {"gpt-4o-mini", "other"}
+        assert attrs["openai_meter.team"] in {"search", "unassigned"}
+
+
+def test_a_snapshot_from_the_export_thread_while_the_loop_adds_is_consistent() -> None:
+    otel = Export(traces=False)
+    stop = threading.Event()
+    snapshots: list[Any] = []
+
+    def export_thread() -> None:
+        while not stop.is_set():
+            otel.export.export_metrics()
+            snapshots.append(otel.metrics.exports[-1] if otel.metrics.exports else None)
+
+    thread = threading.Thread(target=export_thread)
+    thread.start()
+    try:
+        for i in range(20_000):
+            otel.stage.on_record(exchange(), record(id=str(i)))
+    finally:
+        stop.set()
+        thread.join()
+    assert len(snapshots) > 1
+    (points,) = [
+        p for a, p in otel.points("gen_ai.client.token.usage") if a["gen_ai.token.type"] == "input"
+    ]
+    assert points.count == 20_000 and points.sum == 20_000 * 100
+    for data in filter(None, snapshots):
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name != "openai_meter.cost":
+                        for p in metric.data.data_points:
+                            assert sum(p.bucket_counts) == p.count  # counts copied in one step
