@@ -88,7 +88,7 @@ def _export(spans: SpanExporter, metrics: MetricExporter | None = None) -> OtelE
         span_exporter=spans,
         metric_exporter=metrics or _Keep(),
         server_address="api.openai.com",
-        start=False,  # nothing exports while we time the call path
+        # not started: nothing exports while we time the call path
     )
 
 

@@ -482,7 +482,6 @@ class OtelExport:
         span_exporter: SpanExporter | None = None,
         metric_exporter: MetricExporter | None = None,
         server_address: str | None = None,
-        start: bool = True,
     ) -> None:
         self.resource = Resource.create({"service.name": settings.service_name})
         base = settings.endpoint.rstrip("/")
@@ -512,7 +511,10 @@ class OtelExport:
             self, aggregates, traces=settings.traces, server_address=server_address
         )
         self._thread: threading.Thread | None = None
-        if start:
+
+    def start(self) -> None:
+        """Start the ``otel-export`` thread (the app does, on start-up: after any fork)."""
+        if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="otel-export", daemon=True)
             self._thread.start()
 

@@ -68,7 +68,7 @@ class Export:
             span_exporter=self.spans,
             metric_exporter=self.metrics,
             server_address="api.openai.com",
-            start=False,  # the tests flush; the thread is exercised end to end
+            # not started: the tests flush; the thread is exercised below and end to end
         )
         self.stage = self.export.stage
 
@@ -332,6 +332,7 @@ def test_the_export_thread_sends_spans_and_metrics_and_shutdown_sends_the_rest()
         span_exporter=spans,
         metric_exporter=metrics,
     )
+    export.start()
     for _ in range(600):  # more than a batch: wakes the thread before its 1 s delay
         export.stage.on_record(exchange(), record())
     deadline = time.monotonic() + 30
