@@ -150,8 +150,9 @@ class OtelSettings(_Section):
 
     enabled: bool = False
     # The collector's OTLP/HTTP base URL; /v1/traces and /v1/metrics are appended.
-    endpoint: str = "http://127.0.0.1:4318"
-    # Sent with every export (e.g. an auth header); values are never logged.
+    endpoint: str = Field(default="http://127.0.0.1:4318", pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
+    # Sent with every export (e.g. an auth header; from the environment as
+    # OPENAI_METER_OTEL__HEADERS__AUTHORIZATION); values are never logged.
     headers: dict[str, str] = Field(default_factory=dict)
     service_name: str = "openai-meter"
     traces: bool = True
