@@ -156,6 +156,9 @@ class OtelSettings(_Section):
     headers: dict[str, str] = Field(default_factory=dict)
     service_name: str = "openai-meter"
     traces: bool = True
+    # Share of new traces (client sent no traceparent) that are recorded and exported; a client's
+    # sampled flag is followed. The upstream traceparent is sent either way.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     metrics: bool = True
     metrics_interval_ms: int = Field(default=15_000, gt=0)
     # Per export attempt; exports run in the SDK's background threads, never on a call.

@@ -94,6 +94,7 @@ _SPAN_DELAY_S: Final = 1.0
 _UNSET: Final = Status(StatusCode.UNSET)
 _ERROR: Final = Status(StatusCode.ERROR)
 _CUMULATIVE: Final = AggregationTemporality.CUMULATIVE
+_LOW_64: Final = (1 << 64) - 1
 
 Attributes = dict[str, str | bool | int | float]
 
@@ -396,7 +397,7 @@ class OtelStage:
     ``metering_errors_total{stage="stage"}``).
     """
 
-    __slots__ = ("_aggregates", "_export", "_server_address", "_traces")
+    __slots__ = ("_aggregates", "_export", "_sample_bound", "_server_address", "_traces")
 
     def __init__(
         self,
@@ -405,15 +406,17 @@ class OtelStage:
         *,
         traces: bool,
         server_address: str | None,
+        sample_ratio: float = 1.0,
     ) -> None:
         self._export = export
         self._aggregates = aggregates
         self._traces = traces
         self._server_address = server_address
+        self._sample_bound = sample_bound(sample_ratio)
 
     async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
         if self._traces:
-            trace = _call_trace(exchange.request_headers)
+            trace = _call_trace(exchange.request_headers, self._sample_bound)
             exchange.extras[_SPAN_KEY] = trace
             exchange.upstream_traceparent = TraceParent(
                 trace.trace_id, trace.span_id, trace.flags
@@ -424,7 +427,7 @@ class OtelStage:
         if self._traces:
             trace = exchange.extras.pop(_SPAN_KEY, None)
             if not isinstance(trace, _CallTrace):  # refused before this stage ran: still a span
-                trace = _call_trace(exchange.request_headers)
+                trace = _call_trace(exchange.request_headers, self._sample_bound)
             if trace.flags & 1:
                 self._export.add_span(self._span(exchange, record, trace))
         if self._aggregates is not None:
@@ -458,14 +461,24 @@ def _random_id(bits: int) -> int:
             return value
 
 
-def _call_trace(headers: Mapping[str, str]) -> _CallTrace:
+def _call_trace(headers: Mapping[str, str], bound: int) -> _CallTrace:
+    """Parent-based sampling, as the SDK's default ``ParentBased(TraceIdRatioBased(ratio))``: a
+    client's trace keeps its sampled flag; a new one is sampled when the low 64 bits of its trace
+    id fall under ``bound`` (ratio x 2^64), so every service decides alike for one trace."""
     parent = parse_traceparent(headers.get("traceparent"))
     span_id = _random_id(64)
-    if parent is None:  # a new trace, sampled (the SDK default: parent-based, else always on)
-        return _CallTrace(_random_id(128), span_id, 1, None, None)
+    if parent is None:
+        trace_id = _random_id(128)
+        sampled = 1 if (trace_id & _LOW_64) < bound else 0
+        return _CallTrace(trace_id, span_id, sampled, None, None)
     return _CallTrace(
         parent.trace_id, span_id, parent.flags & 1, parent.span_id, headers.get("tracestate")
     )
+
+
+def sample_bound(ratio: float) -> int:
+    """``trace_sample_ratio`` as the bound on a trace id's low 64 bits (1.0 -> every trace)."""
+    return round(max(0.0, min(1.0, ratio)) * (1 << 64))
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -508,7 +521,11 @@ class OtelExport:
         self._stop = threading.Event()
         self._export_lock = threading.Lock()
         self.stage = OtelStage(
-            self, aggregates, traces=settings.traces, server_address=server_address
+            self,
+            aggregates,
+            traces=settings.traces,
+            server_address=server_address,
+            sample_ratio=settings.trace_sample_ratio,
         )
         self._thread: threading.Thread | None = None
 
@@ -602,6 +619,7 @@ __all__ = [
     "TraceParent",
     "error_type",
     "parse_traceparent",
+    "sample_bound",
     "span_attributes",
     "span_name",
     "unix_ns",

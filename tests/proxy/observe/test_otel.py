@@ -26,6 +26,7 @@ from proxy.observe.metrics import LabelBounds
 from proxy.observe.otel import (
     OtelExport,
     parse_traceparent,
+    sample_bound,
     span_attributes,
     span_name,
     unix_ns,
@@ -419,3 +420,42 @@ def test_a_snapshot_from_the_export_thread_while_the_loop_adds_is_consistent() -
                     if metric.name != "openai_meter.cost":
                         for p in metric.data.data_points:
                             assert sum(p.bucket_counts) == p.count  # counts copied in one step
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 1.0])
+async def test_new_traces_are_sampled_by_ratio_and_client_traces_by_their_flag(
+    ratio: float,
+) -> None:
+    otel = Export(trace_sample_ratio=ratio)
+    bound = sample_bound(ratio)
+    upstream: list[str] = []
+    for _ in range(400):
+        ex = exchange()
+        await otel.stage.on_request(ex)
+        assert ex.upstream_traceparent is not None
+        upstream.append(ex.upstream_traceparent)
+        otel.stage.on_record(ex, record())
+    spans = otel.finished()
+    # the decision is the trace id's, as the SDK's TraceIdRatioBased makes it
+    exported = {format(s.context.trace_id, "032x") for s in spans}
+    for header in upstream:
+        trace_hex, flags = header.split("-")[1], header.split("-")[3]
+        sampled = int(trace_hex, 16) & ((1 << 64) - 1) < bound
+        assert (flags == "01") == sampled
+        assert (trace_hex in exported) == sampled
+    if ratio == 0.0:
+        assert spans == []
+    elif ratio == 1.0:
+        assert len(spans) == 400
+    else:
+        assert 40 < len(spans) < 160  # 100 expected; a fair coin is far inside this
+    ex = exchange([("traceparent", VALID)])  # the client sampled it: exported whatever the ratio
+    await otel.stage.on_request(ex)
+    otel.stage.on_record(ex, record())
+    assert [format(s.context.trace_id, "032x") for s in otel.finished()][-1] == CLIENT_TRACE
+
+
+def test_sample_bound_covers_the_whole_range() -> None:
+    assert sample_bound(0.0) == 0
+    assert sample_bound(1.0) == 1 << 64  # every 64-bit value is below it
+    assert sample_bound(0.5) == 1 << 63
