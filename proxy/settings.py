@@ -161,8 +161,9 @@ class OtelSettings(_Section):
     trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
     metrics: bool = True
     metrics_interval_ms: int = Field(default=15_000, gt=0)
-    # Per export attempt; exports run in the SDK's background threads, never on a call.
-    timeout_s: float = Field(default=10.0, gt=0)
+    # Per export (retries included), in the export thread, never on a call; a collector that is
+    # down holds the shutdown about this long at most.
+    timeout_s: float = Field(default=5.0, gt=0)
     # Finished spans waiting for export; beyond it new spans are dropped (never blocking a call).
     max_queue_size: int = Field(default=2048, gt=0)
 

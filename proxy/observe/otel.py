@@ -56,6 +56,7 @@ from opentelemetry.sdk.metrics.export import (
     HistogramDataPoint,
     Metric,
     MetricExporter,
+    MetricExportResult,
     MetricsData,
     NumberDataPoint,
     ResourceMetrics,
@@ -64,9 +65,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from proxy.http.exchange import Exchange
 from proxy.observe.metrics import (
@@ -387,7 +388,6 @@ class _CallTrace:
     span_id: int
     flags: int
     parent_span_id: int | None
-    tracestate: str | None
 
 
 class OtelStage:
@@ -434,15 +434,16 @@ class OtelStage:
             self._aggregates.add(record)
 
     def _span(self, exchange: Exchange, record: UsageRecord, trace: _CallTrace) -> ReadableSpan:
-        state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
+        # The client's tracestate is not parsed here (the SDK's parser logs a warning per invalid
+        # header: a client could flood the logs); it crosses to the upstream untouched.
         flags = TraceFlags(trace.flags)
         parent = None
         if trace.parent_span_id is not None:
-            parent = SpanContext(trace.trace_id, trace.parent_span_id, True, flags, state)
+            parent = SpanContext(trace.trace_id, trace.parent_span_id, True, flags)
         attrs = span_attributes(record, server_address=self._server_address)
         return ReadableSpan(
             name=span_name(exchange.endpoint, record.model_requested or record.model),
-            context=SpanContext(trace.trace_id, trace.span_id, False, flags, state),
+            context=SpanContext(trace.trace_id, trace.span_id, False, flags),
             parent=parent,
             resource=self._export.resource,
             attributes=attrs,
@@ -470,10 +471,8 @@ def _call_trace(headers: Mapping[str, str], bound: int) -> _CallTrace:
     if parent is None:
         trace_id = _random_id(128)
         sampled = 1 if (trace_id & _LOW_64) < bound else 0
-        return _CallTrace(trace_id, span_id, sampled, None, None)
-    return _CallTrace(
-        parent.trace_id, span_id, parent.flags & 1, parent.span_id, headers.get("tracestate")
-    )
+        return _CallTrace(trace_id, span_id, sampled, None)
+    return _CallTrace(parent.trace_id, span_id, parent.flags & 1, parent.span_id)
 
 
 def sample_bound(ratio: float) -> int:
@@ -516,7 +515,9 @@ class OtelExport:
         self._interval_s = settings.metrics_interval_ms / 1000.0
         self._spans: deque[ReadableSpan] = deque()
         self._max_spans = settings.max_queue_size
-        self.dropped_spans = 0
+        self.dropped_spans = 0  # queue full
+        self.failed_spans = 0  # the collector did not take them
+        self._healthy = True  # the last export succeeded
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._export_lock = threading.Lock()
@@ -558,53 +559,68 @@ class OtelExport:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            self.export_spans()
+            self._healthy = self.export_spans()
             if time.monotonic() >= next_metrics:
-                self.export_metrics()
+                self._healthy = self.export_metrics() and self._healthy
                 next_metrics = time.monotonic() + self._interval_s
 
-    def export_spans(self) -> None:
+    def export_spans(self) -> bool:
+        """Send the waiting spans, batch by batch; stop at the first failed batch (the exporter
+        already retried it until ``otel.timeout_s``; its spans are dropped). True if all went."""
         exporter = self._span_exporter
         if exporter is None:
-            return
+            return True
         with self._export_lock:
             while self._spans:
                 batch: list[ReadableSpan] = []
                 while self._spans and len(batch) < _SPAN_BATCH:
                     batch.append(self._spans.popleft())
                 try:
-                    exporter.export(batch)
+                    ok = exporter.export(batch) is SpanExportResult.SUCCESS
                 except Exception:
-                    log.exception("OpenTelemetry span export failed (%d spans lost)", len(batch))
+                    log.exception("OpenTelemetry span export raised")
+                    ok = False
+                if not ok:
+                    self.failed_spans += len(batch)
+                    return False
+        return True
 
-    def export_metrics(self) -> None:
+    def export_metrics(self) -> bool:
         exporter, aggregates = self._metric_exporter, self._aggregates
         if exporter is None or aggregates is None:
-            return
+            return True
         with self._export_lock:
             metrics = aggregates.snapshot(time.time_ns())
             if not metrics:
-                return
+                return True
             data = MetricsData(
                 [ResourceMetrics(self.resource, [ScopeMetrics(SCOPE, metrics, "")], "")]
             )
             try:
-                exporter.export(data, timeout_millis=self._timeout_ms)
+                result = exporter.export(data, timeout_millis=self._timeout_ms)
             except Exception:
-                log.exception("OpenTelemetry metric export failed")
+                log.exception("OpenTelemetry metric export raised")
+                return False
+            return result is MetricExportResult.SUCCESS
 
-    def flush(self) -> None:
-        """Export everything now (blocking: off the event loop)."""
-        self.export_spans()
-        self.export_metrics()
+    def flush(self) -> bool:
+        """Export everything now (blocking: off the event loop). True if the collector took it."""
+        spans_ok = self.export_spans()
+        self._healthy = self.export_metrics() and spans_ok
+        return self._healthy
 
     def shutdown(self) -> None:
-        """Stop the thread, export what is left, close the exporters (blocking: off the loop)."""
+        """Stop the thread, export what is left, close the exporters (blocking: off the loop).
+
+        Bounded: the thread's export in progress (at most ``otel.timeout_s`` per attempt), then a
+        last flush only if the collector answered the last export - a collector that is down does
+        not hold the process's exit for more than about ``otel.timeout_s``."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
-        self.flush()
+        if self._healthy:
+            self.flush()
         for exporter in (self._span_exporter, self._metric_exporter):
             if exporter is not None:
                 try:

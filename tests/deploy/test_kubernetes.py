@@ -152,11 +152,14 @@ def grace_problems(docs: list[Doc], settings: Settings) -> list[str]:
     pause = int(command[1])
     if pause < 5:
         problems.append(f"preStop pause {pause}s is too short for endpoint removal to propagate")
-    needed = pause + settings.server.shutdown_grace_s + 5  # + time to drain the ledger writer
+    # + time to drain the ledger writer, + the last OpenTelemetry export when it is on
+    otel = settings.otel.timeout_s if settings.otel.enabled else 0.0
+    needed = pause + settings.server.shutdown_grace_s + 5 + otel
     if spec["terminationGracePeriodSeconds"] < needed:
         problems.append(
             f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} < preStop "
-            f"{pause} + server.shutdown_grace_s {settings.server.shutdown_grace_s} + 5"
+            f"{pause} + server.shutdown_grace_s {settings.server.shutdown_grace_s} + 5 "
+            f"+ otel.timeout_s {otel}"
         )
     return problems
 
@@ -380,6 +383,14 @@ def test_a_longer_shutdown_grace_in_config_needs_a_longer_termination_grace(
         update={"server": settings.server.model_copy(update={"shutdown_grace_s": 60.0})}
     )
     assert grace_problems(docs, longer) != []
+    slow_otel = settings.model_copy(
+        update={"otel": settings.otel.model_copy(update={"enabled": True, "timeout_s": 30.0})}
+    )
+    assert grace_problems(docs, slow_otel) != []
+    default_otel = settings.model_copy(
+        update={"otel": settings.otel.model_copy(update={"enabled": True})}
+    )
+    assert grace_problems(docs, default_otel) == []  # the base leaves room for turning it on
 
 
 def test_config_files_are_valid_settings_and_match_the_dockerfile_user(tmp_path: Path) -> None:
