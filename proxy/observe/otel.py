@@ -21,7 +21,8 @@ Export runs in one daemon thread (``otel-export``): every second it sends the wa
 every ``otel.metrics_interval_ms`` a snapshot of the aggregates (cumulative temporality), both with
 the SDK's OTLP/HTTP exporters (protobuf). Spans waiting beyond ``otel.max_queue_size`` are dropped
 (counted, logged once), never waited for. A collector that is down costs retries in that thread
-only. ``shutdown`` exports what is left.
+only (a round stops at the first failed batch). ``shutdown`` exports what is left when the
+collector answered the last export, so it waits at most about ``otel.timeout_s``.
 
 Names follow the OpenTelemetry GenAI semantic conventions: ``gen_ai.client.token.usage``
 ({token}, histogram, ``gen_ai.token.type`` input/output), ``gen_ai.client.operation.duration``
