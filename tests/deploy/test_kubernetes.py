@@ -220,10 +220,13 @@ def security_problems(docs: list[Doc]) -> list[str]:
 
 
 def spool_problems(docs: list[Doc], settings: Settings) -> list[str]:
-    """The spool (and the journal beside it) sits on the pod's own PersistentVolumeClaim."""
+    """The spool and the per-record journal (``<spool_dir>/journal-*.jsonl``) sit on the pod's own
+    PersistentVolumeClaim, and the journal is on."""
     sts = _one(docs, "StatefulSet")
     claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
     (container,) = sts["spec"]["template"]["spec"]["containers"]
+    if not settings.ledger.journal:
+        return ["ledger.journal is off: a killed replica would lose the records in its memory"]
     spool = Path(settings.ledger.spool_dir)
     if not spool.is_absolute():
         return [f"ledger.spool_dir {spool} is relative (the image's workdir is not a volume here)"]
@@ -321,6 +324,16 @@ def _pod(docs: list[Doc]) -> Doc:
     return spec
 
 
+def _edit_config(docs: list[Doc], path: tuple[str, ...], value: Any) -> None:
+    data = _one(docs, "ConfigMap")["data"]
+    config = yaml.safe_load(data["config.yaml"])
+    node = config
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    data["config.yaml"] = yaml.safe_dump(config)
+
+
 MUTATIONS: dict[str, tuple[str, Callable[[list[Doc]], None]]] = {
     "grace too short": ("grace", lambda d: _pod(d).update(terminationGracePeriodSeconds=35)),
     "no preStop pause": (
@@ -346,6 +359,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[Doc]], None]]] = {
             m.update(name="tmp") for m in _sts_container(d)["volumeMounts"] if m["name"] == "state"
         ],
     ),
+    "journal off": ("spool", lambda d: _edit_config(d, ("ledger", "journal"), False)),
     "migrating replicas": (
         "cli",
         lambda d: _sts_container(d)["args"].remove("--no-db-upgrade"),
@@ -371,7 +385,7 @@ def test_each_invariant_catches_what_it_guards(mutation: str, tmp_path: Path) ->
     settings = _settings_from(docs, tmp_path)
     assert CHECKS[check](docs, settings) == []
     mutate(docs)
-    assert CHECKS[check](docs, settings) != []
+    assert CHECKS[check](docs, _settings_from(docs, tmp_path)) != []
 
 
 def test_a_longer_shutdown_grace_in_config_needs_a_longer_termination_grace(
