@@ -147,6 +147,7 @@ _SECRET_KEYS: Final[tuple[Path_, ...]] = (
     ("upstream", "api_key"),
     ("database", "url"),
     ("otel", "headers"),
+    ("metrics", "token"),
 )
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from proxy.app import create_app
 from proxy.cli import build_parser
-from proxy.config import NAMED_ENV, load_settings
+from proxy.config import NAMED_ENV, ConfigError, load_settings
 from proxy.settings import Settings
 from tests.deploy import kustomize_lite
 from tests.deploy.kustomize_lite import strip_hash
@@ -119,8 +119,22 @@ def test_service_monitor_scrapes_the_metrics_path_of_the_client_service(docs: li
     ports = {p["name"] for p in selected[0]["spec"]["ports"]}
     paths = _app_paths()
     for endpoint in sm["spec"]["endpoints"]:
-        assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "scheme"}
+        assert set(endpoint) <= {
+            "port",
+            "path",
+            "interval",
+            "scrapeTimeout",
+            "scheme",
+            "bearerTokenSecret",
+        }
         assert endpoint["port"] in ports
+        token = endpoint["bearerTokenSecret"]  # /metrics carries spend: scraped with the token
+        (secret,) = [
+            d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == token["name"]
+        ]
+        assert (
+            token["key"] == "OPENAI_METER_METRICS__TOKEN" and token["key"] in secret["stringData"]
+        )
         assert endpoint["path"] in paths
         assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
 
@@ -289,13 +303,26 @@ def wiring_problems(docs: list[Doc]) -> list[str]:
                 if secret is None:
                     problems.append(f"{where}: Secret {source['secretRef']['name']} missing")
                     continue
-                unknown = set(secret["stringData"]) - set(NAMED_ENV)
+                unknown = [k for k in secret["stringData"] if not _is_setting_env(k)]
                 if unknown:
                     problems.append(f"Secret keys the proxy does not read: {sorted(unknown)}")
         for volume in spec.get("volumes", []):
             if "configMap" in volume and volume["configMap"]["name"] not in config_maps:
                 problems.append(f"{where}: ConfigMap {volume['configMap']['name']} missing")
     return problems
+
+
+def _is_setting_env(name: str) -> bool:
+    """An environment variable the proxy reads as a setting (named, or OPENAI_METER_A__B)."""
+    if name in NAMED_ENV:
+        return True
+    if not name.startswith("OPENAI_METER_") or "__" not in name:
+        return False
+    try:
+        load_settings(environ={name: "x"})
+    except ConfigError as exc:
+        return "unknown config key" not in str(exc)
+    return True
 
 
 CHECKS: dict[str, Callable[[list[Doc], Settings], list[str]]] = {
@@ -405,6 +432,14 @@ def test_a_longer_shutdown_grace_in_config_needs_a_longer_termination_grace(
         update={"otel": settings.otel.model_copy(update={"enabled": True})}
     )
     assert grace_problems(docs, default_otel) == []  # the base leaves room for turning it on
+
+
+def test_secret_keys_are_settings_the_proxy_reads() -> None:
+    assert _is_setting_env("OPENAI_METER_METRICS__TOKEN")
+    assert _is_setting_env("OPENAI_METER_DATABASE_URL")
+    assert not _is_setting_env("OPENAI_METER_METRICS__TOKENN")
+    assert not _is_setting_env("OPENAI_METER_DB_URL")
+    assert not _is_setting_env("DATABASE_URL")
 
 
 def test_config_files_are_valid_settings_and_match_the_dockerfile_user(tmp_path: Path) -> None:
