@@ -12,8 +12,8 @@ Data sources are referenced by the fixed uids provisioned in
 ``dashboards/provisioning/datasources/datasources.yaml``: ``prometheus`` and ``ledger`` (PostgreSQL).
 
 Panels of other wings live in their own functions: reconciliation (``reconcile_captured_ratio``)
-in :func:`reconcile_panels`; savings (``savings_usd_total{model,team,kind}``, the savings branch)
-goes in :func:`savings_panels`, added on merge.
+in :func:`reconcile_panels`, savings (``savings_usd_total{model,team,kind}``) in
+:func:`savings_panels`.
 """
 
 from __future__ import annotations
@@ -691,8 +691,31 @@ def reconcile_panels(b: Board) -> None:
 
 
 def savings_panels(b: Board) -> None:
-    """Savings (the savings branch: ``savings_usd_total{model,team,kind}``), e.g. savings rate by
-    kind and by team. Added here on merge, verified like every other query."""
+    """Savings already made (issue 14: ``savings_usd_total{model,team,kind}``: cached input vs the
+    full input price, batch / flex vs standard). Every query here is evaluated against the live
+    Prometheus by tests/dashboards/."""
+    savings = f"openai_meter_savings_usd_total{{{TM}}}"
+    b.panel(
+        stat.Panel(),
+        "Savings in range",
+        [prom(f"sum(increase({savings}[$__range]))", "savings", instant=True)],
+        w=6,
+        h=6,
+        unit="currencyUSD",
+        decimals=4,
+        style=STAT,
+        description="What caching, batch and flex saved against the standard price (the "
+        "reports' --savings arithmetic, per finished call).",
+    )
+    b.panel(
+        timeseries.Panel(),
+        "Savings rate by kind (USD/hour)",
+        [prom(f"sum by (kind) (rate({savings}[{RI}])) * 3600", "{{kind}}")],
+        w=18,
+        h=6,
+        unit="currencyUSD",
+        style=STACKED,
+    )
 
 
 BOARDS: dict[str, Callable[[], Board]] = {

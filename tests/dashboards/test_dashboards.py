@@ -16,7 +16,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pricing.book import PriceBook
 from proxy.observe.metrics import Metrics, ReconcileMetrics
+from proxy.observe.savings import record_savings
 from tests.proxy.observe.test_metrics import record
 from tests.support.dashboards import (
     ALERTS_FILE,
@@ -140,7 +142,13 @@ def test_every_metric_a_dashboard_or_alert_uses_is_exported() -> None:
     from storage.writer import LedgerMetrics
 
     registry = CollectorRegistry()
-    metrics = Metrics(registry, models=["gpt-4o-mini"], teams=["search"], usage_tier="tier1")
+    metrics = Metrics(
+        registry,
+        models=["gpt-4o-mini"],
+        teams=["search"],
+        usage_tier="tier1",
+        savings=record_savings(PriceBook.load()),  # record() has cached input: a saving
+    )
     LedgerMetrics(registry)
     metrics.submit(record(stream=True, ttft_ms=20.0))
     metrics.submit(record(model="mystery", cost_usd=None, usage_source="estimated"))
