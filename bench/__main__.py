@@ -8,6 +8,7 @@ import sys
 MODULES = (
     "bench.proxy_bench",
     "bench.meter_bench",
+    "bench.otel_bench",
     "bench.usage_bench",
     "bench.ledger_bench",
     "bench.budget_bench",

@@ -18,7 +18,7 @@ import pstats
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from bench.upstream import CHAT_JSON, _sse_chunks
 from pricing.book import PriceBook
 from proxy.http.endpoints import classify
-from proxy.http.exchange import Exchange
+from proxy.http.exchange import Exchange, RequestStage
 from proxy.http.forward import normalize_path
 from proxy.http.headers import client_response_headers, upstream_request_headers
 from proxy.observe.metrics import Metrics, MetricsStage
@@ -89,7 +89,8 @@ async def _no_spend(*_: object) -> dict[str, dict[str, Any]]:
     return {}
 
 
-def product_meter() -> UsageMeter:
+def product_meter(first_stages: Sequence[RequestStage] = ()) -> UsageMeter:
+    """``first_stages`` run before the product's own (where ``create_app`` puts the OTel stage)."""
     book = PriceBook.load()
     metrics = Metrics(CollectorRegistry(), models=book.models(), teams=(), canonical=book.canonical)
     tracker = BudgetTracker((), _no_spend)
@@ -99,6 +100,7 @@ def product_meter() -> UsageMeter:
         encodings=Encodings(),  # never loaded: every call below reports usage
         dedupe=MemoryDedupe(),
         stages=[
+            *first_stages,
             AttributionStage(TeamDirectory({}, {})),
             BudgetStage(tracker),
             MetricsStage(metrics),
@@ -116,7 +118,9 @@ def _run_sync(coro: Coroutine[Any, Any, Any]) -> Any:
     raise RuntimeError("coroutine suspended")
 
 
-def call(meter: UsageMeter, stream: bool) -> Callable[[], None]:
+def call(
+    meter: UsageMeter, stream: bool, request_headers: CIMultiDictProxy[str] = REQUEST_HEADERS
+) -> Callable[[], None]:
     body = orjson.dumps({**PAYLOAD, "stream": stream})
     chunks = _sse_chunks(True) if stream else [CHAT_JSON]
     headers = SSE_HEADERS if stream else RESPONSE_HEADERS
@@ -130,12 +134,14 @@ def call(meter: UsageMeter, stream: bool) -> Callable[[], None]:
             path=path,
             query_string="",
             endpoint=classify(path),
-            request_headers=REQUEST_HEADERS,
+            request_headers=request_headers,
         )
         ex.content_type = "application/json"
         ex.request_body = body
         _run_sync(meter.on_request(ex))
-        upstream_request_headers(REQUEST_HEADERS, keep_content_length=False)
+        upstream_request_headers(
+            request_headers, traceparent=ex.upstream_traceparent, keep_content_length=False
+        )
         ex.upstream_sent_monotonic = time.monotonic()
         ex.headers_monotonic = time.monotonic()
         ex.status_code = 200

@@ -4,6 +4,8 @@ Each server runs in its own process; the load generator is this process. We repo
 concurrency, the median and p99 client latency per target, the latency each proxy *adds* over going
 direct, and the server-side CPU each proxy spends per call (from /proc/<pid>/stat). Targets are run in
 interleaved rounds so a noisy neighbour hits all of them alike; compare ratios within one run.
+``BENCH_OTEL=1`` adds ``meter_otel``: the product with OpenTelemetry export on, to a local OTLP sink
+(``bench/otlp_sink.py``); its CPU includes the export thread's encoding and POSTs.
 """
 
 from __future__ import annotations
@@ -133,6 +135,28 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
         meter_port,
     )
     servers = {"direct": upstream, "bare": bare, "forward": forward, "meter": meter}
+    sink: subprocess.Popen[bytes] | None = None
+    if os.environ.get("BENCH_OTEL") == "1":
+        # The product with OpenTelemetry export on, to a local collector stand-in.
+        sink_port, otel_port = _free_port(), _free_port()
+        sink = _start(
+            "otlp", [py, "-m", "bench.otlp_sink", "--port", str(sink_port)], sink_port
+        ).proc
+        otel_cfg = tmp / "otel.yaml"
+        otel_cfg.write_text(
+            "logging: {level: warning}\n"
+            f"ledger: {{spool_dir: {json.dumps(str(tmp / 'spool-otel'))}}}\n"  # one spool each
+            f"otel: {{enabled: true, endpoint: 'http://127.0.0.1:{sink_port}'}}\n"
+        )
+        servers["meter_otel"] = _start(
+            "meter_otel",
+            [
+                py, "-m", "proxy.cli", "serve", "--config", str(otel_cfg),
+                "--port", str(otel_port), "--upstream", up_url,
+                "--database-url", f"sqlite:///{tmp / 'ledger-otel.db'}",
+            ],
+            otel_port,
+        )  # fmt: skip
     results: dict[str, float] = {}
     try:
         for s in servers.values():
@@ -163,14 +187,18 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
                         results[f"{key}_{name}_median_ms"] = med[name]
                         results[f"{key}_{name}_p99_ms"] = p99[name]
                         results[f"{key}_{name}_cpu_ms_per_call"] = cpu[name] / total * 1000
-                    for name in ("bare", "forward", "meter"):
-                        results[f"{key}_{name}_added_median_ms"] = med[name] - med["direct"]
+                    for name in servers:
+                        if name != "direct":
+                            results[f"{key}_{name}_added_median_ms"] = med[name] - med["direct"]
                     # the metering cost on top of a bare pass-through, per call
-                    for name in ("forward", "meter"):
-                        results[f"{key}_{name}_vs_bare_cpu_ratio"] = (
-                            cpu[name] / cpu["bare"] if cpu["bare"] else float("nan")
-                        )
+                    for name in servers:
+                        if name not in ("direct", "bare"):
+                            results[f"{key}_{name}_vs_bare_cpu_ratio"] = (
+                                cpu[name] / cpu["bare"] if cpu["bare"] else float("nan")
+                            )
     finally:
+        if sink is not None:
+            sink.terminate()
         for s in servers.values():
             s.proc.terminate()
         for s in servers.values():

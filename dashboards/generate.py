@@ -1,168 +1,244 @@
-"""Writes the Grafana dashboards (``dashboards/*.json``) from one readable description.
+"""Writes the Grafana dashboards (``dashboards/*.json``) with Grafana Labs' Foundation SDK.
 
-Run ``python dashboards/generate.py`` after editing; ``tests/dashboards/test_dashboards.py``
-fails when the committed JSON differs from what this produces, and evaluates every query against a
-real Prometheus / PostgreSQL. Stdlib only (it is not part of the installed package).
+Run ``python dashboards/generate.py`` after editing (needs the dev extra: ``grafana-foundation-sdk``);
+``tests/dashboards/test_dashboards.py`` fails when the committed JSON differs from what this
+produces, and ``tests/dashboards/test_prometheus_live.py`` evaluates every query against a real
+Prometheus / PostgreSQL. The SDK's typed builders (``grafana_foundation_sdk.builders.*``) produce
+JSON that follows Grafana's own schema types (the SDK build for the Grafana version that
+docker-compose runs: 11.3), so a misspelt option is an ``AttributeError`` here, not a panel that
+silently ignores it.
 
 Data sources are referenced by the fixed uids provisioned in
 ``dashboards/provisioning/datasources/datasources.yaml``: ``prometheus`` and ``ledger`` (PostgreSQL).
+
+Panels of other wings live in their own functions: reconciliation (``reconcile_captured_ratio``)
+in :func:`reconcile_panels`, savings (``savings_usd_total{model,team,kind}``) in
+:func:`savings_panels`.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
+from grafana_foundation_sdk.builders import common as common_builders
+from grafana_foundation_sdk.builders import dashboard as dash
+from grafana_foundation_sdk.builders import prometheus as prometheus_builders
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as model
 
 HERE = Path(__file__).resolve().parent
-SCHEMA_VERSION = 39
 
-PROM = {"type": "prometheus", "uid": "prometheus"}
-PG = {"type": "grafana-postgresql-datasource", "uid": "ledger"}
-
-Json = dict[str, Any]
+PROM = model.DataSourceRef(type_val="prometheus", uid="prometheus")
+PG = model.DataSourceRef(type_val="grafana-postgresql-datasource", uid="ledger")
 
 # Grafana-side selectors shared by the Prometheus dashboards.
 TM = 'team=~"$team", model=~"$model"'
 RI = "$__rate_interval"
 
-
-def prom(expr: str, legend: str = "", instant: bool = False) -> Json:
-    target: Json = {"datasource": PROM, "expr": expr, "legendFormat": legend or "__auto"}
-    if instant:
-        target.update(instant=True, range=False)
-    else:
-        target.update(range=True)
-    return target
+Query = cogbuilder.Builder[cogvariants.Dataquery]
+P = TypeVar("P", timeseries.Panel, stat.Panel, bargauge.Panel, table.Panel)
 
 
-def sql(raw: str, fmt: str = "table") -> Json:
-    return {"datasource": PG, "rawSql": raw, "format": fmt, "rawQuery": True, "editorMode": "code"}
+def prom(expr: str, legend: str = "", instant: bool = False) -> Query:
+    query = (
+        prometheus_builders.Dataquery()
+        .datasource(PROM)
+        .expr(expr)
+        .legend_format(legend or "__auto")
+    )
+    return query.instant() if instant else query.range()
+
+
+class SqlQuery(cogvariants.Dataquery):
+    """A query of Grafana's PostgreSQL data source (the SDK ships no builder for it; this is its
+    documented target shape: ``rawSql``, ``format``, ``rawQuery``, ``editorMode``)."""
+
+    def __init__(self, raw_sql: str, fmt: str) -> None:
+        self.raw_sql = raw_sql
+        self.format = fmt
+        self.ref_id = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "datasource": PG.to_json(),
+            "rawSql": self.raw_sql,
+            "format": self.format,
+            "rawQuery": True,
+            "editorMode": "code",
+            "refId": self.ref_id,
+        }
+
+
+class Sql(cogbuilder.Builder[cogvariants.Dataquery]):
+    def __init__(self, raw_sql: str, fmt: str) -> None:
+        self._internal = SqlQuery(raw_sql, fmt)
+
+    def build(self) -> SqlQuery:
+        return self._internal
+
+    def ref_id(self, ref_id: str) -> Sql:
+        self._internal.ref_id = ref_id
+        return self
+
+
+def sql(raw: str, fmt: str = "table") -> Query:
+    return Sql(raw, fmt)
+
+
+def _ref_id(query: Query, ref: str) -> Query:
+    return query.ref_id(ref)  # type: ignore[attr-defined, no-any-return]  # every query has one
+
+
+# --- panel styles (typed builder calls instead of raw option dicts) -------------------------------
+
+
+def _last_value() -> common_builders.ReduceDataOptions:
+    return common_builders.ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False)
+
+
+def _stacked() -> common_builders.StackingConfig:
+    return common_builders.StackingConfig().mode(common.StackingMode.NORMAL).group("A")
+
+
+def LINES(p: Any) -> Any:
+    """The default for time series (explicit, so the JSON round-trips through the SDK's types)."""
+    return p.draw_style(common.GraphDrawStyle.LINE).fill_opacity(10)
+
+
+def STAT(p: Any) -> Any:
+    return p.reduce_options(_last_value())
+
+
+def STACKED(p: Any) -> Any:
+    return p.fill_opacity(30).stacking(_stacked())
+
+
+def BARS(p: Any) -> Any:
+    return p.draw_style(common.GraphDrawStyle.BARS).fill_opacity(80).stacking(_stacked())
+
+
+def TABLE(p: Any) -> Any:
+    return p.show_header(True).cell_height(common.TableCellHeight.SM)
+
+
+def TOP_BARS(p: Any) -> Any:
+    return (
+        STAT(p)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.GRADIENT)
+    )
+
+
+def BUDGET_BARS(p: Any) -> Any:
+    return (
+        STAT(p)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .display_mode(common.BarGaugeDisplayMode.LCD)
+        .min_viz_height(10)
+    )
 
 
 class Board:
+    """One dashboard: the SDK's builder plus panel ids, query refIds and a row-filling layout."""
+
     def __init__(self, uid: str, title: str, description: str, tags: list[str]) -> None:
-        self.uid = uid
-        self.title = title
-        self.description = description
-        self.tags = tags
-        self.panels: list[Json] = []
-        self.variables: list[Json] = []
+        self.builder = (
+            dash.Dashboard(title)
+            .uid(uid)
+            .description(description)
+            .tags(["openai-meter", *tags])
+            .version(1)
+            .editable()
+            .tooltip(model.DashboardCursorSync.CROSSHAIR)
+            .refresh("30s")
+            .time("now-24h", "now")
+            .timezone("utc")
+            .link(
+                dash.DashboardLink("openai-meter")
+                .type(model.DashboardLinkType.DASHBOARDS)
+                .tags(["openai-meter"])
+                .as_dropdown(True)
+            )
+        )
+        self._ids = 0
         self._x = 0
         self._y = 0
         self._row_h = 0
 
     def panel(
         self,
-        kind: str,
+        builder: P,
         title: str,
-        targets: list[Json],
+        targets: list[Query],
         *,
         w: int = 12,
         h: int = 8,
         unit: str | None = None,
         decimals: int | None = None,
         description: str = "",
-        options: Json | None = None,
-        custom: Json | None = None,
+        style: Callable[[Any], Any] | None = None,
     ) -> None:
         if self._x + w > 24:
             self._x = 0
             self._y += self._row_h
             self._row_h = 0
-        defaults: Json = {}
-        if unit is not None:
-            defaults["unit"] = unit
-        if decimals is not None:
-            defaults["decimals"] = decimals
-        if custom is not None:
-            defaults["custom"] = custom
-        datasource = targets[0]["datasource"]
+        self._ids += 1
+        datasource = PG if isinstance(targets[0], Sql) else PROM
+        builder = (
+            builder.id(self._ids)
+            .title(title)
+            .description(description)
+            .datasource(datasource)
+            .grid_pos(model.GridPos(h=h, w=w, x=self._x, y=self._y))
+        )
         for i, target in enumerate(targets):
-            target["refId"] = chr(ord("A") + i)
-        panel: Json = {
-            "id": len(self.panels) + 1,
-            "type": kind,
-            "title": title,
-            "description": description,
-            "datasource": datasource,
-            "gridPos": {"x": self._x, "y": self._y, "w": w, "h": h},
-            "targets": targets,
-            "fieldConfig": {"defaults": defaults, "overrides": []},
-            "options": options or {},
-        }
-        self.panels.append(panel)
+            builder = builder.with_target(_ref_id(target, chr(ord("A") + i)))
+        if unit is not None:
+            builder = builder.unit(unit)
+        if decimals is not None:
+            builder = builder.decimals(decimals)
+        if style is None and isinstance(builder, timeseries.Panel):
+            style = LINES
+        if style is not None:
+            builder = style(builder)
+        self.builder.with_panel(builder)
         self._x += w
         self._row_h = max(self._row_h, h)
 
+    def _variable(self, name: str, label: str, datasource: model.DataSourceRef) -> Any:
+        return (
+            dash.QueryVariable(name)
+            .label(label)
+            .datasource(datasource)
+            .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .include_all(True)
+            .multi(True)
+            .sort(model.VariableSort.ALPHABETICAL_ASC)
+            .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        )
+
     def prom_var(self, name: str, label: str, metric: str) -> None:
         query = f"label_values({metric}, {label})"
-        self.variables.append(
-            {
-                "name": name,
-                "label": label,
-                "type": "query",
-                "datasource": PROM,
-                "definition": query,
-                "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-                "refresh": 2,
-                "includeAll": True,
-                "multi": True,
-                "allValue": ".*",
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                "sort": 1,
-            }
+        self.builder.with_variable(
+            self._variable(name, label, PROM)
+            .query({"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+            .all_value(".*")
         )
 
     def sql_var(self, name: str, query: str) -> None:
-        self.variables.append(
-            {
-                "name": name,
-                "label": name,
-                "type": "query",
-                "datasource": PG,
-                "definition": query,
-                "query": query,
-                "refresh": 2,
-                "includeAll": True,
-                "multi": True,
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                "sort": 1,
-            }
-        )
+        self.builder.with_variable(self._variable(name, name, PG).query(query))
 
-    def to_json(self, time_from: str = "now-24h") -> Json:
-        return {
-            "uid": self.uid,
-            "title": self.title,
-            "description": self.description,
-            "tags": ["openai-meter", *self.tags],
-            "schemaVersion": SCHEMA_VERSION,
-            "version": 1,
-            "editable": True,
-            "graphTooltip": 1,
-            "refresh": "30s",
-            "time": {"from": time_from, "to": "now"},
-            "timezone": "utc",
-            "templating": {"list": self.variables},
-            "annotations": {"list": []},
-            "links": [
-                {
-                    "type": "dashboards",
-                    "tags": ["openai-meter"],
-                    "asDropdown": True,
-                    "title": "openai-meter",
-                }
-            ],
-            "panels": self.panels,
-        }
-
-
-STAT = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
-BARS = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"mode": "normal", "group": "A"}}
-STACKED = {"fillOpacity": 30, "stacking": {"mode": "normal", "group": "A"}}
-TABLE = {"showHeader": True, "cellHeight": "sm"}
+    def to_json(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = json.loads(json.dumps(self.builder.build(), cls=JSONEncoder))
+        return encoded
 
 
 def spend() -> Board:
@@ -177,27 +253,27 @@ def spend() -> Board:
     b.prom_var("model", "model", "openai_meter_requests_total")
     cost = f"openai_meter_cost_usd_total{{{TM}}}"
     b.panel(
-        "stat",
+        stat.Panel(),
         "Spend in range",
         [prom(f"sum(increase({cost}[$__range]))", "spend", instant=True)],
         w=6,
         h=5,
         unit="currencyUSD",
         decimals=4,
-        options=STAT,
+        style=STAT,
     )
     b.panel(
-        "stat",
+        stat.Panel(),
         "Spend by team in range",
         [prom(f"sum by (team) (increase({cost}[$__range]))", "{{team}}", instant=True)],
         w=6,
         h=5,
         unit="currencyUSD",
         decimals=4,
-        options=STAT,
+        style=STAT,
     )
     b.panel(
-        "stat",
+        stat.Panel(),
         "Unpriced calls in range",
         [
             prom(
@@ -211,10 +287,10 @@ def spend() -> Board:
         h=5,
         description="Calls whose model has no price: recorded with cost NULL, never as $0. "
         "Add the model to the catalog or a pricing override.",
-        options=STAT,
+        style=STAT,
     )
     b.panel(
-        "stat",
+        stat.Panel(),
         "Estimated usage share",
         [
             prom(
@@ -229,31 +305,31 @@ def spend() -> Board:
         unit="percentunit",
         description="Share of calls whose usage was counted locally with tiktoken (stream cut, "
         "no usage in the response) instead of reported by OpenAI.",
-        options=STAT,
+        style=STAT,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Spend rate per team (USD/hour)",
         [prom(f"sum by (team) (rate({cost}[{RI}])) * 3600", "{{team}}")],
         unit="currencyUSD",
-        custom=STACKED,
+        style=STACKED,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Spend rate per model (USD/hour)",
         [prom(f"sum by (model) (rate({cost}[{RI}])) * 3600", "{{model}}")],
         unit="currencyUSD",
-        custom=STACKED,
+        style=STACKED,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Spend rate per service tier (USD/hour)",
         [prom(f"sum by (service_tier) (rate({cost}[{RI}])) * 3600", "{{service_tier}}")],
         unit="currencyUSD",
-        custom=STACKED,
+        style=STACKED,
     )
     b.panel(
-        "bargauge",
+        bargauge.Panel(),
         "Top models by spend in range",
         [
             prom(
@@ -264,10 +340,10 @@ def spend() -> Board:
         ],
         unit="currencyUSD",
         decimals=4,
-        options={**STAT, "orientation": "horizontal", "displayMode": "gradient"},
+        style=TOP_BARS,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Tokens per second by type",
         [
             prom(
@@ -280,7 +356,7 @@ def spend() -> Board:
         "are parts of input; reasoning and audio_output are parts of output.",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Unpriced and estimated calls",
         [
             prom(
@@ -294,10 +370,10 @@ def spend() -> Board:
             ),
         ],
         unit="short",
-        custom=BARS,
+        style=BARS,
     )
     b.panel(
-        "bargauge",
+        bargauge.Panel(),
         "Budget used",
         [
             prom(
@@ -310,22 +386,11 @@ def spend() -> Board:
         w=24,
         h=6,
         unit="percentunit",
-        options={**STAT, "orientation": "horizontal", "displayMode": "lcd", "minVizHeight": 10},
+        style=BUDGET_BARS,
         description="Spent / limit per team and budget period.",
     )
-    # Does it match the bill? (issue 13: set by the server's reconcile.interval runs)
-    b.panel(
-        "bargauge",
-        "Captured vs OpenAI's bill (per project)",
-        [prom("openai_meter_reconcile_captured_ratio", "{{project}}", instant=True)],
-        w=24,
-        h=6,
-        unit="percentunit",
-        options={**STAT, "orientation": "horizontal", "displayMode": "lcd", "minVizHeight": 10},
-        description="Ledger cost / OpenAI's billed USD (Admin API Costs) per project over the "
-        "latest reconciliation's days; below 98% means spend went around the proxy or unpriced "
-        "(openai-meter reconcile names the causes).",
-    )
+    reconcile_panels(b)
+    savings_panels(b)  # <- the savings branch's panels (see savings_panels)
     return b
 
 
@@ -341,14 +406,14 @@ def traffic() -> Board:
     b.prom_var("model", "model", "openai_meter_requests_total")
     req = f"openai_meter_requests_total{{{TM}}}"
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Requests per second by endpoint",
         [prom(f"sum by (endpoint) (rate({req}[{RI}]))", "{{endpoint}}")],
         unit="reqps",
-        custom=STACKED,
+        style=STACKED,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Error ratio by status class",
         [
             prom(
@@ -362,7 +427,7 @@ def traffic() -> Board:
     )
     dur = f'openai_meter_request_duration_seconds_bucket{{model=~"$model"}}[{RI}]'
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Request duration p50 / p95 / p99",
         [
             prom(f"histogram_quantile({q}, sum by (le) (rate({dur})))", f"p{int(q * 100)}")
@@ -371,14 +436,14 @@ def traffic() -> Board:
         unit="s",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Request duration p95 by model",
         [prom(f"histogram_quantile(0.95, sum by (le, model) (rate({dur})))", "{{model}}")],
         unit="s",
     )
     ttft = f'openai_meter_time_to_first_token_seconds_bucket{{model=~"$model"}}[{RI}]'
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Time to first token (streams) p50 / p95",
         [
             prom(f"histogram_quantile(0.5, sum by (le, model) (rate({ttft})))", "p50 {{model}}"),
@@ -388,7 +453,7 @@ def traffic() -> Board:
     )
     ovh = f"openai_meter_proxy_overhead_seconds_bucket[{RI}]"
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Proxy overhead p50 / p99",
         [
             prom(f"histogram_quantile(0.5, sum by (le) (rate({ovh})))", "p50"),
@@ -398,7 +463,7 @@ def traffic() -> Board:
         description="Time the proxy itself adds to a call. Budget: well under a millisecond.",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Upstream rate-limit headroom (remaining / limit)",
         [
             prom(
@@ -411,7 +476,7 @@ def traffic() -> Board:
         description="From the x-ratelimit-* headers of the latest upstream response per model.",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Requests per minute vs usage-tier RPM",
         [
             prom(
@@ -425,7 +490,7 @@ def traffic() -> Board:
         "metrics.usage_tier (only models with a published table).",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Metering errors by stage",
         [
             prom(
@@ -434,12 +499,12 @@ def traffic() -> Board:
             )
         ],
         unit="short",
-        custom=BARS,
+        style=BARS,
         description="Failures inside metering; the calls themselves went on.",
     )
     genai = f"gen_ai_client_operation_duration_seconds_bucket[{RI}]"
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "GenAI operation duration p95 (OpenTelemetry semconv)",
         [
             prom(
@@ -451,7 +516,7 @@ def traffic() -> Board:
         unit="s",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "GenAI tokens per second by type (OpenTelemetry semconv)",
         [
             prom(
@@ -473,35 +538,35 @@ def ledger_health() -> Board:
         ["ledger"],
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Records waiting to be written",
         [prom("sum(openai_meter_ledger_pending_records)", "pending")],
         unit="short",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Records written per second",
         [prom(f"sum(rate(openai_meter_ledger_written_records_total[{RI}]))", "written")],
         unit="short",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Records spooled to disk",
         [prom(f"sum(increase(openai_meter_ledger_spooled_records_total[{RI}]))", "spooled")],
         unit="short",
-        custom=BARS,
+        style=BARS,
         description="The database was unreachable or the queue full: records went to the local "
         "spool and are replayed when the database answers again.",
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Ledger write errors",
         [prom(f"sum(increase(openai_meter_ledger_write_errors_total[{RI}]))", "errors")],
         unit="short",
-        custom=BARS,
+        style=BARS,
     )
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Calls metered vs records written",
         [
             prom(f"sum(rate(openai_meter_requests_total[{RI}]))", "metered"),
@@ -527,7 +592,7 @@ def team_spend() -> Board:
     )
     b.sql_var("team", "SELECT DISTINCT team FROM usage_daily ORDER BY team")
     b.panel(
-        "timeseries",
+        timeseries.Panel(),
         "Spend per team per day (USD)",
         [
             sql(
@@ -540,10 +605,10 @@ def team_spend() -> Board:
         w=24,
         unit="currencyUSD",
         decimals=6,
-        custom=BARS,
+        style=BARS,
     )
     b.panel(
-        "table",
+        table.Panel(),
         "Spend per team and day (exact)",
         [
             sql(
@@ -558,12 +623,12 @@ def team_spend() -> Board:
         ],
         w=24,
         h=10,
-        options=TABLE,
+        style=TABLE,
         description="cost_usd is the exact decimal sum from the ledger (shown as text so no digit "
         "is rounded away).",
     )
     b.panel(
-        "table",
+        table.Panel(),
         "Team totals in range",
         [
             sql(
@@ -574,10 +639,10 @@ def team_spend() -> Board:
                 "GROUP BY team\nORDER BY SUM(cost_usd) DESC, team"
             )
         ],
-        options=TABLE,
+        style=TABLE,
     )
     b.panel(
-        "table",
+        table.Panel(),
         "Spend per team and model in range",
         [
             sql(
@@ -587,10 +652,10 @@ def team_spend() -> Board:
                 "GROUP BY team, model, service_tier\nORDER BY SUM(cost_usd) DESC, team, model"
             )
         ],
-        options=TABLE,
+        style=TABLE,
     )
     b.panel(
-        "table",
+        table.Panel(),
         "Latest unpriced calls",
         [
             sql(
@@ -602,13 +667,58 @@ def team_spend() -> Board:
             )
         ],
         w=24,
-        options=TABLE,
+        style=TABLE,
         description="cost NULL = the call could not be priced (see unpriced_reason).",
     )
     return b
 
 
-BOARDS = {
+def reconcile_panels(b: Board) -> None:
+    """Does it match the bill? (issue 13: set by the server's ``reconcile.interval`` runs.) Every
+    query here is evaluated against the live Prometheus by tests/dashboards/."""
+    b.panel(
+        bargauge.Panel(),
+        "Captured vs OpenAI's bill (per project)",
+        [prom("openai_meter_reconcile_captured_ratio", "{{project}}", instant=True)],
+        w=24,
+        h=6,
+        unit="percentunit",
+        style=BUDGET_BARS,
+        description="Ledger cost / OpenAI's billed USD (Admin API Costs) per project over the "
+        "latest reconciliation's days; below 98% means spend went around the proxy or unpriced "
+        "(openai-meter reconcile names the causes).",
+    )
+
+
+def savings_panels(b: Board) -> None:
+    """Savings already made (issue 14: ``savings_usd_total{model,team,kind}``: cached input vs the
+    full input price, batch / flex vs standard). Every query here is evaluated against the live
+    Prometheus by tests/dashboards/."""
+    savings = f"openai_meter_savings_usd_total{{{TM}}}"
+    b.panel(
+        stat.Panel(),
+        "Savings in range",
+        [prom(f"sum(increase({savings}[$__range]))", "savings", instant=True)],
+        w=6,
+        h=6,
+        unit="currencyUSD",
+        decimals=4,
+        style=STAT,
+        description="What caching, batch and flex saved against the standard price (the "
+        "reports' --savings arithmetic, per finished call).",
+    )
+    b.panel(
+        timeseries.Panel(),
+        "Savings rate by kind (USD/hour)",
+        [prom(f"sum by (kind) (rate({savings}[{RI}])) * 3600", "{{kind}}")],
+        w=18,
+        h=6,
+        unit="currencyUSD",
+        style=STACKED,
+    )
+
+
+BOARDS: dict[str, Callable[[], Board]] = {
     "spend.json": spend,
     "traffic-latency.json": traffic,
     "ledger-health.json": ledger_health,

@@ -29,7 +29,9 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
+import yarl
 from aiohttp import ClientSession, web
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -77,6 +79,9 @@ from storage.reports import spent_by_team
 from storage.service import Ledger, LedgerConfig, open_ledger
 from storage.urls import masked, problem, to_async_url
 from storage.virtual_keys import active_teams_by_hash
+
+if TYPE_CHECKING:
+    from proxy.observe.otel import OtelExport
 
 log = logging.getLogger("openai_meter.app")
 
@@ -212,6 +217,7 @@ def create_app(
         canonical=book.canonical,
         savings=record_savings(book),
     )
+    otel = _otel_export(settings, metrics)
     app = build_app(settings, on_metering_error=metrics.on_error)
     app[PRICEBOOK_KEY] = book
     app[REGISTRY_KEY] = registry
@@ -236,7 +242,9 @@ def create_app(
     if clock is not None:
         app[ADMIN_CLOCK_KEY] = clock
     # Registered after the upstream session: torn down before it, once in-flight calls finished.
-    app.cleanup_ctx.append(_metering_ctx(settings, book, metrics, registry, teams, clock, webhooks))
+    app.cleanup_ctx.append(
+        _metering_ctx(settings, book, metrics, registry, teams, clock, webhooks, otel)
+    )
     if settings.reconcile.interval:
         try:
             key = admin_key(settings.reconcile, os.environ if environ is None else environ)
@@ -259,6 +267,21 @@ async def _shared_reservations(
     except Exception:
         log.exception("shared budget reservations unavailable; each replica reserves alone")
         return None
+
+
+def _otel_export(settings: Settings, metrics: Metrics) -> OtelExport | None:
+    """OpenTelemetry export when ``otel.enabled`` (imported only then: it is an optional extra)."""
+    if not settings.otel.enabled:
+        return None
+    try:
+        from proxy.observe.otel import OtelExport
+    except ImportError as exc:
+        raise StartupError(
+            f"otel.enabled needs the otel extra (pip install 'openai-meter[otel]'): {exc}"
+        ) from exc
+    return OtelExport(
+        settings.otel, metrics.bounds, server_address=yarl.URL(settings.upstream.url).host
+    )
 
 
 def _notifier(
@@ -323,6 +346,7 @@ def _metering_ctx(
     teams: TeamDirectory,
     clock: Clock | None,
     webhooks: list[Webhook],
+    otel: OtelExport | None = None,
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -363,6 +387,8 @@ def _metering_ctx(
                 encodings=encodings,
                 dedupe=LayeredDedupe(ledger.dedupe),
                 stages=[
+                    # First: a call refused by a later stage still gets its span.
+                    *([otel.stage] if otel is not None else []),
                     AttributionStage(teams, keys),
                     BudgetStage(tracker, ceiling),
                     MetricsStage(metrics),
@@ -389,6 +415,8 @@ def _metering_ctx(
                 tasks.append(asyncio.create_task(tracker.run(), name="budgets"))
                 # Load tiktoken encodings off the loop so the first estimate does not stall it.
                 tasks.append(asyncio.create_task(asyncio.to_thread(encodings.preload)))
+                if otel is not None:
+                    otel.start()
                 forwarder.hooks = meter
                 # Ready = metering installed. A database outage does not make the proxy unready:
                 # records spool and are replayed (principle 1: the client comes first).
@@ -409,6 +437,8 @@ def _metering_ctx(
                 await tracker.drain()
                 if shared is not None:
                     await shared.close()
+                if otel is not None:  # flushes the last spans and metrics (blocking: a thread)
+                    await asyncio.to_thread(otel.shutdown)
         # leaving open_ledger drained the writer (queue + spool replay) and disposed the engine
 
     return ctx

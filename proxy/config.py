@@ -141,6 +141,16 @@ def _source_for(loc: Path_, sources: Mapping[Path_, str]) -> str | None:
     return None
 
 
+# Values under these keys may be secrets: an error names the key, never echoes the value.
+_SECRET_KEYS: Final[tuple[Path_, ...]] = (
+    ("admin", "token"),
+    ("upstream", "api_key"),
+    ("database", "url"),
+    ("otel", "headers"),
+    ("metrics", "token"),
+)
+
+
 def _describe(exc: ValidationError, sources: Mapping[Path_, str]) -> str:
     error = exc.errors()[0]
     loc = tuple(str(p) for p in error["loc"])
@@ -152,7 +162,10 @@ def _describe(exc: ValidationError, sources: Mapping[Path_, str]) -> str:
     more = len(exc.errors()) - 1
     tail = f"; and {more} more problem(s)" if more > 0 else ""
     value = error.get("input")
-    shown = f" (got {value!r})" if isinstance(value, str | int | float | bool) else ""
+    secret = any(loc[: len(prefix)] == prefix for prefix in _SECRET_KEYS)
+    shown = (
+        f" (got {value!r})" if isinstance(value, str | int | float | bool) and not secret else ""
+    )
     return f"invalid value for {key}{where}: {error['msg']}{shown}{tail}"
 
 

@@ -145,6 +145,29 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class OtelSettings(_Section):
+    """OpenTelemetry export over OTLP/HTTP (needs the ``otel`` extra); off by default."""
+
+    enabled: bool = False
+    # The collector's OTLP/HTTP base URL; /v1/traces and /v1/metrics are appended.
+    endpoint: str = Field(default="http://127.0.0.1:4318", pattern=r"^https?://[^\s/?#]+[^\s?#]*$")
+    # Sent with every export (e.g. an auth header; from the environment as
+    # OPENAI_METER_OTEL__HEADERS__AUTHORIZATION); values are never logged.
+    headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "openai-meter"
+    traces: bool = True
+    # Share of new traces (client sent no traceparent) that are recorded and exported; a client's
+    # sampled flag is followed. The upstream traceparent is sent either way.
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    metrics: bool = True
+    metrics_interval_ms: int = Field(default=15_000, gt=0)
+    # Per export (retries included), in the export thread, never on a call; a collector that is
+    # down holds the shutdown about this long at most.
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Finished spans waiting for export; beyond it new spans are dropped (never blocking a call).
+    max_queue_size: int = Field(default=2048, gt=0)
+
+
 class ServerSettings(_Section):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     # A new connection's first request head must arrive within this (slowloris guard; 0 = off).
@@ -184,3 +207,4 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     server: ServerSettings = ServerSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    otel: OtelSettings = OtelSettings()

@@ -84,6 +84,8 @@ class Exchange:
     upstream_body: bytes | None = None
     # When set (virtual keys), sent upstream as the Authorization header instead of the client's.
     upstream_authorization: str | None = None
+    # When set (tracing), sent upstream as the W3C ``traceparent`` header instead of the client's.
+    upstream_traceparent: str | None = None
     model_requested: str | None = None
     stream: bool = False
     service_tier_requested: str | None = None

@@ -8,7 +8,8 @@ One :class:`Forwarder` per app; its ``handle`` is the route handler for ``/v1/{t
    ``metering.max_json_body_bytes`` are read whole into ``exchange.request_body``; every other body
    streams to upstream chunk by chunk;
 3. ``hooks.on_request`` may refuse; then the request goes upstream (``exchange.upstream_body`` /
-   ``exchange.upstream_authorization`` when set), on the configured origin only;
+   ``exchange.upstream_authorization`` / ``upstream_traceparent`` when set), on the configured
+   origin only;
 4. response headers -> ``hooks.on_response`` -> a plan; each chunk is written to the client first,
    then fed to the tap (a body the plan says is read whole anyway - metered JSON, up to
    ``plan.buffer_limit`` - is read first and sent with its ``Content-Length``); the relay yields
@@ -371,6 +372,7 @@ class Forwarder:
         headers = upstream_request_headers(
             request.headers,
             authorization=exchange.upstream_authorization,
+            traceparent=exchange.upstream_traceparent,
             keep_content_length=not isinstance(body, bytes),
         )
         exchange.upstream_sent_monotonic = time.monotonic()
@@ -552,7 +554,10 @@ class Forwarder:
         if refusal is not None:
             return refusal
         headers = upstream_request_headers(
-            request.headers, authorization=exchange.upstream_authorization, websocket=True
+            request.headers,
+            authorization=exchange.upstream_authorization,
+            traceparent=exchange.upstream_traceparent,
+            websocket=True,
         )
         exchange.stream = True
         exchange.upstream_sent_monotonic = time.monotonic()

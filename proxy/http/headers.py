@@ -58,6 +58,7 @@ _RESPONSE_DROP: Final[frozenset[str]] = HOP_BY_HOP | {"content-encoding", "conte
 METER_PREFIX: Final[str] = "x-meter-"
 _PREFIX_LEN: Final = len(METER_PREFIX)
 AUTHORIZATION: Final[istr] = istr("Authorization")
+TRACEPARENT: Final[istr] = istr("traceparent")
 
 
 def _connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
@@ -115,18 +116,22 @@ def upstream_request_headers(
     client: Mapping[str, str],
     *,
     authorization: str | None = None,
+    traceparent: str | None = None,
     keep_content_length: bool = True,
     websocket: bool = False,
 ) -> CIMultiDict[str]:
     """Headers to send upstream for a client request's headers.
 
-    ``authorization`` replaces the client's ``Authorization`` (virtual keys).
+    ``authorization`` replaces the client's ``Authorization`` (virtual keys); ``traceparent``
+    replaces the client's W3C ``traceparent`` (the proxy's own span continues the client's trace).
     ``keep_content_length`` is False when the proxy sends a body it read (and maybe rewrote).
     """
     drop = _REQUEST_DROPS[(bool(keep_content_length), bool(websocket))]
     out = _filtered(client.items(), drop, _connection_tokens(client))
     if authorization is not None:
         out[AUTHORIZATION] = authorization
+    if traceparent is not None:
+        out[TRACEPARENT] = traceparent
     return out
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import shutil
 import subprocess
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
+from pricing.book import PriceBook
 from proxy.observe.metrics import Metrics, ReconcileMetrics
+from proxy.observe.savings import record_savings
 from tests.proxy.observe.test_metrics import record
 from tests.support.dashboards import (
     ALERTS_FILE,
@@ -48,6 +53,38 @@ def test_committed_json_is_what_the_generator_writes() -> None:
         assert (DASHBOARDS_DIR / name).read_text() == text, (
             f"dashboards/{name} is stale: run python dashboards/generate.py"
         )
+
+
+def _round_trip(board: dict[str, Any]) -> Any:
+    """A dashboard decoded into the Foundation SDK's typed models (Grafana's schema) and encoded
+    back: anything the schema does not know is dropped, anything mistyped changes shape."""
+    from grafana_foundation_sdk.cog import plugins
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard
+
+    plugins.register_default_plugins()
+    return json.loads(json.dumps(Dashboard.from_json(copy.deepcopy(board)), cls=JSONEncoder))
+
+
+def test_dashboards_round_trip_through_grafanas_schema_types() -> None:
+    boards = load_dashboards()
+    for name, board in boards.items():
+        assert _round_trip(board) == board, name
+    # the check can fail: an option Grafana's schema does not have does not survive
+    board = copy.deepcopy(boards["spend.json"])
+    board["panels"][0]["fieldConfig"]["defaults"]["unitt"] = "currencyUSD"
+    assert _round_trip(board) != board
+    board = copy.deepcopy(boards["spend.json"])
+    board["graphTooltipp"] = 1
+    assert _round_trip(board) != board
+
+
+def test_generator_keeps_a_place_for_the_reconcile_and_savings_panels() -> None:
+    source = (DASHBOARDS_DIR / "generate.py").read_text()
+    generator = _generator()
+    for hook in ("reconcile_panels", "savings_panels"):
+        assert callable(getattr(generator, hook))
+        assert f"    {hook}(b)" in source, f"{hook} is no longer called by a board"
 
 
 def test_dashboards_are_current_grafana_json_with_provisioned_datasources() -> None:
@@ -105,7 +142,13 @@ def test_every_metric_a_dashboard_or_alert_uses_is_exported() -> None:
     from storage.writer import LedgerMetrics
 
     registry = CollectorRegistry()
-    metrics = Metrics(registry, models=["gpt-4o-mini"], teams=["search"], usage_tier="tier1")
+    metrics = Metrics(
+        registry,
+        models=["gpt-4o-mini"],
+        teams=["search"],
+        usage_tier="tier1",
+        savings=record_savings(PriceBook.load()),  # record() has cached input: a saving
+    )
     LedgerMetrics(registry)
     metrics.submit(record(stream=True, ttft_ms=20.0))
     metrics.submit(record(model="mystery", cost_usd=None, usage_source="estimated"))

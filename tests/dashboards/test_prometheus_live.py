@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +28,7 @@ from pricing.book import PriceBook
 from proxy.app import build_app
 from proxy.observe.metrics import Metrics, MetricsStage, ReconcileMetrics
 from proxy.observe.metrics_api import REGISTRY_KEY, metrics_handler
+from proxy.observe.savings import record_savings
 from proxy.teams.attribution import AttributionStage, TeamDirectory, key_fingerprint
 from proxy.teams.budgets import BudgetStage, BudgetTracker, limits_from_settings
 from proxy.usage.dedupe import MemoryDedupe
@@ -45,7 +46,7 @@ from tests.support.dashboards import (
     prom_queries,
     sql_queries,
 )
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import FakeUpstream, FakeUsage
 from tests.support.postgres import PostgresDatabases, postgres_databases
 from tests.support.prometheus import PrometheusServer, prometheus_binary
 from tests.support.proxy_server import ProxyServer, settings_for
@@ -104,6 +105,7 @@ async def stack(pg: PostgresDatabases, tmp_path: Path) -> AsyncIterator[Stack]:
         teams=TEAMS,
         usage_tier="tier1",
         canonical=book.canonical,
+        savings=record_savings(book),
     )
     writer = LedgerWriter(
         engine, Spool(tmp_path / "spool"), registry=registry, flush_interval_ms=20
@@ -173,6 +175,10 @@ async def _traffic(stack: Stack, http: aiohttp.ClientSession) -> int:
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
     for _ in range(3):
         assert await call("search", "/chat/completions", chat) == 200
+    # A call with cached input: a saving (savings_usd_total{kind="cached_input"}).
+    stack.upstream.usage = replace(stack.upstream.usage, input_tokens=2000, cached_tokens=1024)
+    assert await call("search", "/chat/completions", chat) == 200
+    stack.upstream.usage = FakeUsage()
     for _ in range(2):
         assert await call("search", "/chat/completions", {**chat, "stream": True}) == 200
     assert await call("ads", "/responses", {"model": "gpt-4o-mini", "input": "hi"}) == 200

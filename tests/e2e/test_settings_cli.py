@@ -78,6 +78,30 @@ def test_config_errors_name_the_key(
 
 
 @pytest.mark.parametrize(
+    "env",
+    [
+        {"OPENAI_METER_OTEL__HEADERS": "Bearer s3cret-value"},
+        {"OPENAI_METER_OTEL__HEADERS": "{authorization: [s3cret-value]}"},
+        {"OPENAI_METER_ADMIN_TOKEN": "{a: s3cret-value}"},
+        {"OPENAI_METER_DATABASE_URL": "[s3cret-value]"},
+    ],
+)
+def test_config_errors_about_secret_keys_never_echo_the_value(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=env)
+    assert "invalid value for" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_otel_endpoint_must_be_an_http_url() -> None:
+    for bad in ("ftp://collector", "collector:4318", "http://", "http://c:4318/?x=1", "http://a b"):
+        with pytest.raises(ConfigError, match=r"otel\.endpoint"):
+            load_settings(environ={"OPENAI_METER_OTEL__ENDPOINT": bad})
+    settings = load_settings(environ={"OPENAI_METER_OTEL__ENDPOINT": "https://otel.example:4318/"})
+    assert settings.otel.endpoint == "https://otel.example:4318/"
+
+
+@pytest.mark.parametrize(
     ("args", "env", "key"),
     [
         (["serve", "--port", "70000"], {}, "listen.port (from command line --port)"),

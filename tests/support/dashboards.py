@@ -93,6 +93,16 @@ def load_alert_rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
+def variable_query(variable: Mapping[str, Any]) -> str:
+    """A query variable's query text: Grafana keeps it as a string, or (Prometheus' editor) as
+    ``{"query": ..., "refId": ...}``; ``definition`` is the UI's copy when present."""
+    query = variable.get("definition") or variable["query"]
+    if isinstance(query, Mapping):
+        query = query["query"]
+    assert isinstance(query, str), variable
+    return query
+
+
 def prom_queries(dashboards: Mapping[str, Mapping[str, Any]] | None = None) -> list[PromQuery]:
     dashboards = load_dashboards() if dashboards is None else dashboards
     out: list[PromQuery] = []
@@ -105,8 +115,9 @@ def prom_queries(dashboards: Mapping[str, Mapping[str, Any]] | None = None) -> l
                     out.append(PromQuery(where, target["expr"], legend))
         for variable in board.get("templating", {}).get("list", []):
             if variable.get("datasource", {}).get("type") == "prometheus":
-                match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["definition"])
-                assert match, f"{name}: unsupported variable query {variable['definition']!r}"
+                query = variable_query(variable)
+                match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query)
+                assert match, f"{name}: unsupported variable query {query!r}"
                 out.append(
                     PromQuery(
                         f"{name} / variable {variable['name']}",
@@ -130,7 +141,9 @@ def sql_queries(dashboards: Mapping[str, Mapping[str, Any]] | None = None) -> li
                     out.append(SqlQuery(where, target["rawSql"], target.get("format", "table")))
         for variable in board.get("templating", {}).get("list", []):
             if "postgres" in variable.get("datasource", {}).get("type", ""):
-                out.append(SqlQuery(f"{name} / variable {variable['name']}", variable["query"], ""))
+                out.append(
+                    SqlQuery(f"{name} / variable {variable['name']}", variable_query(variable), "")
+                )
     return out
 
 

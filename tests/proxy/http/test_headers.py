@@ -59,6 +59,18 @@ def test_authorization_is_replaced_for_virtual_keys() -> None:
     assert out.getall("Authorization") == ["Bearer sk-real"]
 
 
+def test_traceparent_is_replaced_whatever_its_case_or_count_and_tracestate_passes() -> None:
+    ours = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    client = proxy_of(
+        [*CLIENT, ("TraceParent", "00-aa-bb-01"), ("traceparent", "x"), ("tracestate", "k=v")]
+    )
+    out = upstream_request_headers(client, traceparent=ours)
+    assert out.getall("traceparent") == [ours]
+    assert out.getall("tracestate") == ["k=v"]
+    # without the proxy's own span, the client's headers cross untouched
+    assert upstream_request_headers(client).getall("traceparent") == ["00-aa-bb-01", "x"]
+
+
 def test_websocket_handshake_headers_are_not_forwarded() -> None:
     client = proxy_of([*CLIENT, ("Sec-WebSocket-Key", "abc"), ("Upgrade", "websocket")])
     out = upstream_request_headers(client, websocket=True)
