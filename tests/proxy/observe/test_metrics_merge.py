@@ -3,13 +3,16 @@ gauges take the largest value, ``_created`` the earliest; the result renders in 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_text
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.observe.metrics_merge import merge, parse, render_families
+from proxy.observe.metrics_merge import merge, merged_exposition, parse, render_families
 
 LABELS = st.sampled_from(["chat", "embeddings", "responses", 'é"\\\n'])
 
@@ -95,3 +98,24 @@ def test_a_family_of_another_type_is_not_mixed_in() -> None:
 def test_nothing_to_merge_is_an_empty_exposition() -> None:
     body, _ = render_families(merge([]), None)
     assert body == b""
+
+
+async def test_a_peer_that_is_gone_or_answers_garbage_is_left_out(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    Counter("openai_meter_requests", "calls", registry=registry).inc(3)
+    garbage = web.Application()
+
+    async def nonsense(_request: web.Request) -> web.Response:
+        return web.Response(body=b"\xff\xfe not { an exposition\n" * 1000)
+
+    garbage.router.add_get("/metrics", nonsense)
+    runner = web.AppRunner(garbage)
+    await runner.setup()
+    await web.UnixSite(runner, str(tmp_path / "garbage.sock")).start()
+    try:
+        body, _ = await merged_exposition(
+            registry, [str(tmp_path / "gone.sock"), str(tmp_path / "garbage.sock")], None
+        )
+    finally:
+        await runner.cleanup()
+    assert "openai_meter_requests_total 3.0" in body.decode()
