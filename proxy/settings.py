@@ -8,7 +8,7 @@ keys so a typo stops start-up with a message naming the key.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -175,6 +175,10 @@ class ServerSettings(_Section):
     # A connection waiting for its next request is closed after this (above a load balancer's
     # own idle timeout, e.g. 60 s, so the balancer closes first). Never cuts a running call.
     idle_timeout_s: float = Field(default=75.0, gt=0)
+    # Run on uvloop when it is installed (a dependency except on Windows); false = asyncio's loop.
+    uvloop: bool = True
+    # Processes serving the one listen port (SO_REUSEPORT); "auto" = one per CPU core.
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
 
 
 class ReconcileSettings(_Section):

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from proxy.app import StartupError
     from proxy.demo.run import run_demo
+    from proxy.http.event_loop import run as run_loop
     from proxy.http.server import BindError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
@@ -63,14 +64,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="om-demo-")))
         try:
-            result = asyncio.run(
+            result = run_loop(  # on uvloop when installed, as serve by default
                 run_demo(
                     directory.resolve(),
                     host=args.host,
                     port=args.port,
                     wait=None if args.once else until_interrupted,
                     keep_ledger=bool(args.dir),
-                )
+                ),
+                use_uvloop=True,
             )
         except (BindError, StartupError) as exc:
             print(f"openai-meter demo: {exc}", file=sys.stderr)

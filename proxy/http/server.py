@@ -97,9 +97,14 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, *, backlog: int = 128) -> list[socket.socket]:
+def bind(
+    host: str, port: int, *, backlog: int = 128, reuse_port: bool = False
+) -> list[socket.socket]:
     """Listening, non-blocking sockets for every address ``host`` resolves to (as asyncio's
-    ``create_server`` would bind them: ``SO_REUSEADDR``, IPv6 sockets IPv6-only)."""
+    ``create_server`` would bind them: ``SO_REUSEADDR``, IPv6 sockets IPv6-only).
+
+    ``reuse_port``: ``SO_REUSEPORT``, so several sockets (one per worker process) listen on the
+    same port and the kernel spreads new connections over them (``serve --workers``)."""
     where = format_address(host, port)
     try:
         infos = socket.getaddrinfo(
@@ -117,6 +122,10 @@ def bind(host: str, port: int, *, backlog: int = 128) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                if not hasattr(socket, "SO_REUSEPORT"):
+                    raise BindError(f"cannot listen on {where}: SO_REUSEPORT is not supported here")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             try:

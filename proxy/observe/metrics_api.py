@@ -17,7 +17,7 @@ on the same thread, start to finish, is a consistent snapshot. Do not move rende
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from aiohttp import web
@@ -27,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from proxy.http.bearer import bearer_matches
 from proxy.http.errors import error_response
 from proxy.observe.metrics import Metrics
+from proxy.observe.metrics_merge import merged_exposition
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 METRICS_KEY = web.AppKey("metrics", Metrics)
@@ -35,6 +36,9 @@ METRICS_ADDRESS_KEY = web.AppKey("metrics_address", tuple[str, int])
 # ``metrics.token``: when set, a scrape needs ``Authorization: Bearer <token>`` (Prometheus:
 # ``authorization: {credentials: ...}`` in the scrape config). Per-team spend is not public.
 METRICS_TOKEN_KEY = web.AppKey("metrics_token", str)
+# ``serve --workers N``: the private unix sockets of the other workers; /metrics then serves the
+# sum over all workers (proxy.observe.metrics_merge).
+METRICS_PEERS_KEY = web.AppKey("metrics_peers", tuple[str, ...])
 
 
 def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]:
@@ -43,8 +47,12 @@ def render(registry: CollectorRegistry, accept: str | None) -> tuple[bytes, str]
     return encoder(registry), content_type
 
 
-def _response(registry: CollectorRegistry, request: web.Request) -> web.Response:
-    body, content_type = render(registry, request.headers.get("Accept"))
+async def _response(registry: CollectorRegistry, request: web.Request) -> web.Response:
+    peers = request.app.get(METRICS_PEERS_KEY)
+    if peers:
+        body, content_type = await merged_exposition(registry, peers, request.headers.get("Accept"))
+    else:
+        body, content_type = render(registry, request.headers.get("Accept"))
     response = web.Response(body=body)
     # Set the header directly: the content type carries parameters (version, charset, escaping)
     # that aiohttp's ``content_type=`` argument would reject.
@@ -64,13 +72,18 @@ async def metrics_handler(request: web.Request) -> web.Response:
             code="invalid_metrics_token",
             headers={"WWW-Authenticate": 'Bearer realm="openai-meter-metrics"'},
         )
-    return _response(request.app[REGISTRY_KEY], request)
+    return await _response(request.app[REGISTRY_KEY], request)
 
 
-def metrics_app(registry: CollectorRegistry, token: str | None = None) -> web.Application:
-    """A tiny app serving only ``GET /metrics`` from ``registry`` (for ``metrics.port``)."""
+def metrics_app(
+    registry: CollectorRegistry, token: str | None = None, peers: Sequence[str] = ()
+) -> web.Application:
+    """A tiny app serving only ``GET /metrics`` from ``registry`` (for ``metrics.port``), summed
+    with ``peers`` (other workers' private sockets) when given."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
+    if peers:
+        app[METRICS_PEERS_KEY] = tuple(peers)
     if token:
         app[METRICS_TOKEN_KEY] = token
     app.router.add_get("/metrics", metrics_handler)
@@ -78,10 +91,14 @@ def metrics_app(registry: CollectorRegistry, token: str | None = None) -> web.Ap
 
 
 async def start_metrics_server(
-    registry: CollectorRegistry, host: str, port: int, token: str | None = None
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    token: str | None = None,
+    peers: Sequence[str] = (),
 ) -> tuple[web.AppRunner, tuple[str, int]]:
     """Start the separate metrics server; port 0 picks a free port. Returns (runner, address)."""
-    runner = web.AppRunner(metrics_app(registry, token), access_log=None)
+    runner = web.AppRunner(metrics_app(registry, token, peers), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -91,13 +108,17 @@ async def start_metrics_server(
 
 
 def metrics_server_ctx(
-    registry: CollectorRegistry, host: str, port: int, token: str | None = None
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    token: str | None = None,
+    peers: Sequence[str] = (),
 ) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
     """An ``app.cleanup_ctx`` entry running the separate metrics server for the app's lifetime."""
 
     @asynccontextmanager
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        runner, address = await start_metrics_server(registry, host, port, token)
+        runner, address = await start_metrics_server(registry, host, port, token, peers)
         app[METRICS_ADDRESS_KEY] = address
         try:
             yield

@@ -391,7 +391,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[Doc]], None]]] = {
         "cli",
         lambda d: _sts_container(d)["args"].remove("--no-db-upgrade"),
     ),
-    "unknown flag": ("cli", lambda d: _sts_container(d)["args"].append("--workers=2")),
+    "unknown flag": ("cli", lambda d: _sts_container(d)["args"].append("--threads=2")),
     "hpa on a Deployment": (
         "wiring",
         lambda d: _one(d, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"].update(

@@ -20,14 +20,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def serve(cwd: Path, *args: str) -> asyncio.subprocess.Process:
-    """``openai-meter serve ARGS`` in ``cwd`` (logging at warning; stdout/stderr piped)."""
+async def serve(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """``openai-meter serve ARGS`` in ``cwd`` (logging at warning unless ``env`` says otherwise;
+    stdout/stderr piped)."""
     return await asyncio.create_subprocess_exec(
         *BIN,
         "serve",
         *args,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OPENAI_METER_LOGGING__LEVEL": "warning"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "OPENAI_METER_LOGGING__LEVEL": "warning",
+            **(env or {}),
+        },
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
