@@ -413,8 +413,10 @@ def _metering_ctx(
                 except Exception:
                     log.exception("budget refresh failed at start; budgets use what they can")
                 tasks.append(asyncio.create_task(tracker.run(), name="budgets"))
-                # Load tiktoken encodings off the loop so the first estimate does not stall it.
-                tasks.append(asyncio.create_task(asyncio.to_thread(encodings.preload)))
+                if settings.metering.preload_encodings:
+                    # Off the loop. Without it the first estimate builds its encoding (in the
+                    # estimating worker thread; ~105 MiB idle RSS saved; docs/performance.md).
+                    tasks.append(asyncio.create_task(asyncio.to_thread(encodings.preload)))
                 if otel is not None:
                     otel.start()
                 forwarder.hooks = meter

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import aiohttp
+import pytest
 from aiohttp import web
 from yarl import URL
 
+import proxy.app
 from proxy.app import READINESS_KEY, build_app
+from proxy.usage.encodings import BUNDLED, Encodings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.product import Product
 from tests.support.proxy_server import ProxyServer, settings_for
 
 
@@ -59,3 +67,27 @@ async def test_healthz_and_readyz_with_registered_checks(fake_upstream: FakeUpst
             assert (await r.json())["checks"]["ledger"] is False
         async with client.get(proxy.url + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_encodings_are_built_at_start_only_with_preload_encodings(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: an idle proxy does not hold the ~105 MiB of tiktoken encodings by default."""
+    built: list[str] = []
+
+    def fake_encoding(name: str) -> Any:  # stands in for the real (slow) build
+        built.append(name)
+        return object()
+
+    monkeypatch.setattr(proxy.app, "Encodings", lambda: Encodings(loader=fake_encoding))
+    async with Product(fake_upstream.url, tmp_path / "lazy") as product:
+        await product.sdk().models.list()
+        assert built == []
+    async with Product(
+        fake_upstream.url, tmp_path / "eager", metering={"preload_encodings": True}
+    ) as product:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10.0
+        while len(built) < len(BUNDLED) and loop.time() < end:
+            await asyncio.sleep(0.01)
+    assert sorted(built) == sorted(BUNDLED)
