@@ -91,3 +91,16 @@ async def test_encodings_are_built_at_start_only_with_preload_encodings(
         while len(built) < len(BUNDLED) and loop.time() < end:
             await asyncio.sleep(0.01)
     assert sorted(built) == sorted(BUNDLED)
+
+
+async def test_start_up_objects_are_frozen_while_serving_and_unfrozen_after(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Issue 16: a full GC does not walk start-up objects on the event loop (tail latency)."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    async with Product(fake_upstream.url, tmp_path) as product:
+        await product.sdk().models.list()
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0
