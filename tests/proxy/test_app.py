@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,22 +75,20 @@ async def test_encodings_are_built_at_start_only_with_preload_encodings(
 ) -> None:
     """Issue 16: an idle proxy does not hold the ~105 MiB of tiktoken encodings by default."""
     built: list[str] = []
+    all_built = threading.Event()
 
     def fake_encoding(name: str) -> Any:  # stands in for the real (slow) build
         built.append(name)
+        if len(built) == len(BUNDLED):
+            all_built.set()
         return object()
 
     monkeypatch.setattr(proxy.app, "Encodings", lambda: Encodings(loader=fake_encoding))
     async with Product(fake_upstream.url, tmp_path / "lazy") as product:
         await product.sdk().models.list()
         assert built == []
-    async with Product(
-        fake_upstream.url, tmp_path / "eager", metering={"preload_encodings": True}
-    ) as product:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + 10.0
-        while len(built) < len(BUNDLED) and loop.time() < end:
-            await asyncio.sleep(0.01)
+    async with Product(fake_upstream.url, tmp_path / "eager", metering={"preload_encodings": True}):
+        assert await asyncio.to_thread(all_built.wait, 10.0)  # a deadline, not a timing
     assert sorted(built) == sorted(BUNDLED)
 
 
