@@ -33,6 +33,11 @@ from storage.types import money_to_units
 
 COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in usage_records.columns)
 _SQLITE_LOOKUP_CHUNK: Final = 500
+# One executemany of a whole flush (160-500 rows) kept the event loop's thread from running for
+# 1.4-1.5 ms (median longest gap per 160-row flush) while aiosqlite's thread bound the rows, and
+# calls being served waited (tail latency, issue 16). Slices of 64 rows in the same transaction:
+# 0.63 ms, for ~2 us more CPU per record (one more round trip to the thread per slice).
+_SQLITE_INSERT_SLICE: Final = 64
 _ALL: Final = attrgetter(*COLUMNS)
 _I_START: Final = COLUMNS.index("started_at")
 _I_FINISH: Final = COLUMNS.index("finished_at")
@@ -94,8 +99,9 @@ async def _insert_sqlite(conn: AsyncConnection, records: Sequence[UsageRecord]) 
         )
         existing.update(row[0] for row in result.all())
     fresh = [r for r in records if r.id not in existing]
-    if fresh:
-        await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_row(r) for r in fresh])
+    for start in range(0, len(fresh), _SQLITE_INSERT_SLICE):
+        rows = [_sqlite_row(r) for r in fresh[start : start + _SQLITE_INSERT_SLICE]]
+        await conn.exec_driver_sql(_SQLITE_INSERT, rows)
     return [r.id for r in fresh]
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
 import aiohttp
+import pytest
 from aiohttp import web
 from yarl import URL
 
+import proxy.app
 from proxy.app import READINESS_KEY, build_app
+from proxy.usage.encodings import BUNDLED, Encodings
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.product import Product
 from tests.support.proxy_server import ProxyServer, settings_for
 
 
@@ -59,3 +68,38 @@ async def test_healthz_and_readyz_with_registered_checks(fake_upstream: FakeUpst
             assert (await r.json())["checks"]["ledger"] is False
         async with client.get(proxy.url + "/healthz") as r:
             assert r.status == 200
+
+
+async def test_encodings_are_built_at_start_only_with_preload_encodings(
+    fake_upstream: FakeUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: an idle proxy does not hold the ~105 MiB of tiktoken encodings by default."""
+    built: list[str] = []
+    all_built = threading.Event()
+
+    def fake_encoding(name: str) -> Any:  # stands in for the real (slow) build
+        built.append(name)
+        if len(built) == len(BUNDLED):
+            all_built.set()
+        return object()
+
+    monkeypatch.setattr(proxy.app, "Encodings", lambda: Encodings(loader=fake_encoding))
+    async with Product(fake_upstream.url, tmp_path / "lazy") as product:
+        await product.sdk().models.list()
+        assert built == []
+    async with Product(fake_upstream.url, tmp_path / "eager", metering={"preload_encodings": True}):
+        assert await asyncio.to_thread(all_built.wait, 10.0)  # a deadline, not a timing
+    assert sorted(built) == sorted(BUNDLED)
+
+
+async def test_start_up_objects_are_frozen_while_serving_and_unfrozen_after(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """Issue 16: a full GC does not walk start-up objects on the event loop (tail latency)."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    async with Product(fake_upstream.url, tmp_path) as product:
+        await product.sdk().models.list()
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0

@@ -153,3 +153,22 @@ async def test_over_long_text_is_refused_not_truncated_on_postgresql(postgres_ur
         assert await write_batch(engine, [make_record(1, team="t" * 128)]) == 1
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("size", [63, 64, 65, 128, 129, 500])
+async def test_a_batch_larger_than_one_insert_slice_is_written_whole_and_once(
+    engine: AsyncEngine, size: int
+) -> None:
+    """SQLite inserts a batch in slices of 64 rows (one transaction): every slice boundary, with
+    ids already in the ledger scattered across the slices, keeps each record exactly once."""
+    already = [make_record(n, team="ads") for n in range(0, size, 3)]
+    assert await write_batch(engine, already) == len(already)
+    batch = [make_record(n, team="ads", cost_usd=Decimal("0.5")) for n in range(size)]
+    assert await write_batch(engine, batch) == size - len(already)
+    assert await write_batch(engine, batch) == 0
+    rows = await fetch_records(engine, limit=1000)
+    assert sorted(row["id"] for row in rows) == sorted(r.id for r in batch)
+    kept = {r.id: r for r in already} | {
+        r.id: r for r in batch if r.id not in {a.id for a in already}
+    }
+    assert await _rollup_rows(engine) == _expected(rollup_deltas(kept.values()))

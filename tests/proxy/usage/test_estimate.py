@@ -164,3 +164,20 @@ def test_responses_input_string_and_items(encodings: Encodings) -> None:
 def test_embeddings_input_shapes(encodings: Encodings, value: object, tokens: int) -> None:
     usage = estimate_usage(encodings, "embeddings", "text-embedding-3-small", {"input": value}, "")
     assert usage == Usage(input_tokens=tokens)
+
+
+def test_loaded_encodings_drop_the_python_ranks_but_encode_as_tiktoken(
+    encodings: Encodings, offline: None
+) -> None:
+    import pickle
+
+    text = "Hello, wörld! <|endoftext|> 12345 \U0001f600 " * 50
+    for name, n_vocab in (("o200k_base", 200019), ("cl100k_base", 100277)):
+        enc = encodings.get(name)
+        assert not hasattr(enc, "_mergeable_ranks")  # ~37 MiB of Python dicts freed
+        tokens = enc.encode_ordinary(text)
+        assert enc.decode(tokens) == text
+        assert enc.n_vocab == n_vocab and enc.max_token_value == n_vocab - 1
+        with pytest.raises(AttributeError):  # pickling would lose the ranks: loud, not silent
+            pickle.dumps(enc)
+    assert len(encodings.get("o200k_base").encode_ordinary("hello world")) == 2

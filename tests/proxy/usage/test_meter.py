@@ -481,3 +481,35 @@ async def test_a_stream_with_an_oversized_event_is_estimated(encodings: Encoding
     assert h.record.usage_source == "estimated"
     assert h.record.estimate_reason == "oversized_event"
     assert h.record.input_tokens > 0
+
+
+# --- issue 16: encodings are built lazily, by the first estimate, never on the event loop --------
+
+
+async def test_the_first_estimate_builds_its_encoding_in_a_worker_thread(
+    encodings: Encodings,
+) -> None:
+    import threading
+
+    built_on: list[tuple[str, bool]] = []
+
+    def loader(name: str) -> Any:
+        built_on.append((name, threading.current_thread() is threading.main_thread()))
+        return encodings.get(name)
+
+    lazy = Encodings(loader=loader)
+    assert lazy.loaded() == ()
+    h = Harness(lazy)
+    ex = make_exchange("/v1/chat/completions", body={**CHAT, "stream": True})
+    await h.call(ex, raw("chat_stream_cut.sse"), content_type=SSE, outcome="client_disconnect")
+    assert len(h.sink) == 0  # not estimated inline: the encoding was not loaded
+    await h.meter.drain()
+    assert built_on == [("o200k_base", False)]  # built once, off the loop's thread
+    r = h.record
+    assert (r.usage_source, r.input_tokens, r.output_tokens) == ("estimated", 13, 5)
+    # Once loaded, a short estimate is inline again and the encoding is not built twice.
+    h2 = Harness(lazy)
+    ex2 = make_exchange("/v1/chat/completions", body={**CHAT, "stream": True})
+    await h2.call(ex2, raw("chat_stream_cut.sse"), content_type=SSE, outcome="client_disconnect")
+    assert len(h2.sink) == 1 and h2.record.input_tokens == 13
+    assert built_on == [("o200k_base", False)]
