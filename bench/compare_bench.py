@@ -36,7 +36,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.proxy_bench import _cpu_seconds, _free_port
+from bench.proxy_bench import _cpu_seconds, _free_port, meter_command
 
 REPO = Path(__file__).resolve().parent.parent
 MASTER_KEY = "sk-bench-master-key"
@@ -233,23 +233,7 @@ async def run_async(
         f"logging: {{level: warning}}\nledger: {{spool_dir: {json.dumps(str(tmp / 'spool'))}}}\n"
     )
     meter_args = shlex.split(os.environ.get("BENCH_METER_ARGS", ""))
-    meter = _spawn(
-        [
-            py,
-            "-m",
-            "proxy.cli",
-            "serve",
-            "--config",
-            str(cfg),
-            "--port",
-            str(meter_port),
-            "--upstream",
-            up_url,
-            "--database-url",
-            f"sqlite:///{tmp / 'ledger.db'}",
-            *meter_args,
-        ]
-    )
+    meter = _spawn([*meter_command(cfg, meter_port, up_url, tmp / "ledger.db"), *meter_args])
     targets["openai-meter"] = Target("openai-meter", f"http://127.0.0.1:{meter_port}", [meter])
     litellm = ensure_litellm()
     if litellm is not None:

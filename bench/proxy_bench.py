@@ -61,6 +61,24 @@ async def _wait_ready(url: str, wait_s: float = 90.0) -> None:
     raise RuntimeError(f"{url} did not become ready")
 
 
+def meter_command(config: Path, port: int, upstream: str, ledger: Path) -> list[str]:
+    """``openai-meter serve`` as the benches run it: its own config, port and SQLite ledger."""
+    return [
+        sys.executable,
+        "-m",
+        "proxy.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--upstream",
+        upstream,
+        "--database-url",
+        f"sqlite:///{ledger}",
+    ]
+
+
 def _start(name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Server:
     proc = subprocess.Popen(
         args,
@@ -118,20 +136,7 @@ async def _run_async(requests: int, rounds: int) -> dict[str, float]:
     )
     meter = _start(
         "meter",
-        [
-            py,
-            "-m",
-            "proxy.cli",
-            "serve",
-            "--config",
-            str(cfg),
-            "--port",
-            str(meter_port),
-            "--upstream",
-            up_url,
-            "--database-url",
-            f"sqlite:///{tmp / 'ledger.db'}",
-        ],
+        meter_command(cfg, meter_port, up_url, tmp / "ledger.db"),
         meter_port,
     )
     servers = {"direct": upstream, "bare": bare, "forward": forward, "meter": meter}

@@ -27,6 +27,7 @@ from collections import deque
 from pathlib import Path
 from typing import Final
 
+from storage.fsync import fsync_and_close, fsync_dir
 from storage.record import UsageRecord
 from storage.rows import record_to_json
 
@@ -111,17 +112,11 @@ class Journal:
             fd = os.dup(self._fd) if self._dirty and self._fd is not None else None
             self._dirty = False
         for old in rotated:
-            try:
-                os.fsync(old)
-            finally:
-                os.close(old)
+            fsync_and_close(old)
         if fd is not None:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_and_close(fd)
         if new_file:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     @property
     def needs_sync(self) -> bool:
@@ -168,11 +163,3 @@ class Journal:
         self._sealed.append((self._path, self._appended))
         self._path = None
         self._dirty = False
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.bounds import Refused, bound_record, bound_text, clean_text, row_json
+from storage.fsync import fsync_and_close
 from storage.ledger import write_batch
 from storage.record import UsageRecord
 from storage.rows import record_from_json
@@ -194,10 +195,7 @@ class DeadLetters:
                 return
             self._dirty = False
             fd = os.dup(self._fd)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_and_close(fd)
 
     async def flush(self, engine: AsyncEngine) -> bool:
         """Move the file's entries into the table; True when nothing is left outside it."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from storage.fsync import fsync_and_close, fsync_dir
 from storage.record import UsageRecord
 from storage.rows import record_from_json, record_to_json
 
@@ -128,10 +129,7 @@ class Spool:
                 return
             self._dirty = False
             fd = os.dup(self._fd)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_and_close(fd)
 
     def seal(self) -> None:
         """Close the open segment (fsync'd); the next append starts a new one."""
@@ -143,7 +141,7 @@ class Spool:
             self._fd_path = None
             self._fd_bytes = 0
             self._dirty = False
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def sealed_segments(self) -> list[Segment]:
         """Segments ready to replay, oldest first (the open one excluded)."""
@@ -161,7 +159,7 @@ class Spool:
         target = self.directory / f"ledger-{self._next_seq:016d}.jsonl"
         self._next_seq += 1
         os.replace(path, target)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._pending += count
         return count
 
@@ -183,7 +181,7 @@ class Spool:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self._fd_path = path
             self._fd_bytes = 0
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return self._fd
 
     def _scan(self) -> list[Segment]:
@@ -202,11 +200,3 @@ def _count_lines(path: Path) -> int:
             if line.strip():
                 count += 1
     return count
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
