@@ -43,4 +43,7 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
         raise problem from None
     if started_at.tzinfo is None:
         raise problem
-    return started_at.astimezone(UTC), record_id
+    try:
+        return started_at.astimezone(UTC), record_id
+    except OverflowError:  # a forged moment at the edge of the calendar
+        raise problem from None

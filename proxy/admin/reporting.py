@@ -101,7 +101,10 @@ def parse_instant(text: str, now: datetime) -> datetime:
         ) from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is before the first representable UTC
+        raise ReportError(f"time {text!r} is out of range") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +295,18 @@ def _cells(totals: Totals, places: int) -> list[str]:
     ]
 
 
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str | None) -> str:
+    """A group value (team, user, tag, ...) as a CSV cell a spreadsheet shows as text: values a
+    client chose (``user``, ``X-Meter-Tags``) that start like a formula get a leading ``'``
+    (OWASP's CSV-injection rule); empty for None."""
+    if value is None:
+        return ""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
 def to_csv(report: SpendReport) -> str:
     """Header, one line per row, then a ``TOTAL`` line (first group column) when grouped."""
     places = report_places(report)
@@ -299,7 +314,7 @@ def to_csv(report: SpendReport) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*report.by, *METRICS])
     for row in report.rows:
-        writer.writerow([*("" if v is None else v for v in row.group), *_cells(row.totals, places)])
+        writer.writerow([*(csv_text(v) for v in row.group), *_cells(row.totals, places)])
     if report.by or not report.rows:
         label = [TOTAL_LABEL, *([""] * (len(report.by) - 1))] if report.by else []
         writer.writerow([*label, *_cells(report.total, places)])

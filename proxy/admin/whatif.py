@@ -43,6 +43,7 @@ from proxy.admin.reporting import (
     SpendReport,
     Totals,
     Window,
+    csv_text,
     money,
     to_json_obj,
     to_table,
@@ -293,7 +294,7 @@ def extended_csv(report: SpendReport, extras: Extras) -> str:
     for row in report.rows:
         writer.writerow(
             [
-                *("" if v is None else v for v in row.group),
+                *(csv_text(v) for v in row.group),
                 *_metric_cells(row.totals),
                 *_extra_cells(
                     extras.lever_totals(row.group), extras.savings_of(row.group), row.totals, extras

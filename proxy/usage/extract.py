@@ -20,6 +20,8 @@ Missing (or ``null``) counts are 0. A count that is present but not a non-negati
 (``-1000``, ``"1000"``, ``12.5``, ``true``, an object) or above ``MAX_TOKENS_PER_CALL`` makes the
 whole usage object invalid: the extractors raise :class:`InvalidUsage`, and the taps and readers
 turn that into an estimated call (``estimate_reason = invalid_usage``) - never a $0 "reported" row.
+So does a usage object with neither of its totals (``{}``, ``{"total_tokens": 0}``,
+``{"prompt_tokens": null}``): a missing detail count is 0, a missing total is no usage at all.
 """
 
 from __future__ import annotations
@@ -79,7 +81,10 @@ def completion_usage(usage: Mapping[str, Any]) -> Usage:
     out = usage.get("completion_tokens_details")
     if type(out) is not dict:
         out = _details(usage, "completion_tokens_details", "output_tokens_details")
-    return _normalized(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), pin, out)
+    i, o = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if i is None and o is None:
+        raise InvalidUsage("usage has no token counts")
+    return _normalized(i, o, pin, out)
 
 
 def responses_usage(usage: Mapping[str, Any]) -> Usage:
@@ -90,7 +95,10 @@ def responses_usage(usage: Mapping[str, Any]) -> Usage:
     out = usage.get("output_tokens_details")
     if type(out) is not dict:
         out = _details(usage, "output_tokens_details", "output_token_details")
-    return _normalized(usage.get("input_tokens", 0), usage.get("output_tokens", 0), pin, out)
+    i, o = usage.get("input_tokens"), usage.get("output_tokens")
+    if i is None and o is None:
+        raise InvalidUsage("usage has no token counts")
+    return _normalized(i, o, pin, out)
 
 
 def _normalized(i: Any, o: Any, pin: Mapping[str, Any], out: Mapping[str, Any]) -> Usage:
@@ -137,7 +145,10 @@ def image_usage(usage: Mapping[str, Any]) -> Usage:
 
 
 def embeddings_usage(usage: Mapping[str, Any]) -> Usage:
-    return Usage(input_tokens=_count(usage.get("prompt_tokens")))
+    count = usage.get("prompt_tokens")
+    if count is None:
+        raise InvalidUsage("usage has no token counts")
+    return Usage(input_tokens=_count(count))
 
 
 def transcription_usage(usage: Mapping[str, Any]) -> Usage:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -167,12 +168,29 @@ async def test_limit_above_1000_is_clamped_and_next_reaches_the_rest(tmp_path: P
 
 @pytest.mark.parametrize(
     "cursor",
-    ["", "x", "not base64!", "W10", encode_cursor(CLOCK, "a")[:-3], "A" * 600],
+    [
+        "",
+        "x",
+        "not base64!",
+        "W10",
+        encode_cursor(CLOCK, "a")[:-3],
+        "A" * 600,
+        # a forged moment before the first representable UTC instant (was a 500)
+        base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+01:00","x"]').decode().rstrip("="),
+    ],
 )
 async def test_bad_cursors_are_400(client: TestClient[Any, Any], cursor: str) -> None:
     body = await get_json(client, f"/meter/records?cursor={quote(cursor)}", status=400)
     assert body["error"]["code"] == "invalid_cursor"
     assert body["error"]["param"] == "cursor"
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+async def test_times_at_the_edge_of_the_calendar_are_400(
+    client: TestClient[Any, Any], since: str
+) -> None:
+    for path in ("/meter/spend", "/meter/records"):
+        await get_json(client, f"{path}?since={quote(since)}", status=400)
 
 
 @given(

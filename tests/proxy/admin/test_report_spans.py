@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.admin.reporting import ReportError, money, parse_by, parse_instant, resolve_window
+from proxy.admin.reporting import (
+    ReportError,
+    csv_text,
+    money,
+    parse_by,
+    parse_instant,
+    resolve_window,
+)
 
 NOW = datetime(2026, 11, 17, 15, 30, 45, tzinfo=UTC)
 
@@ -37,6 +44,12 @@ def test_parse_instant(text: str, expected: datetime) -> None:
     parsed = parse_instant(text, NOW)
     assert parsed == expected
     assert parsed.tzinfo is not None
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_times_beyond_the_utc_calendar_are_a_report_error(text: str) -> None:
+    with pytest.raises(ReportError, match="out of range"):
+        parse_instant(text, NOW)
 
 
 @pytest.mark.parametrize("text", ["yesterday-ish", "7x", "2026-13-01", "", "-7d"])
@@ -109,3 +122,21 @@ def test_money_is_exact_with_at_least_six_places(value: str, text: str) -> None:
 @given(st.decimals(min_value=0, max_value=10**9, places=10, allow_nan=False))
 def test_money_never_changes_the_value(value: Decimal) -> None:
     assert Decimal(money(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("@SUM(1)", "'@SUM(1)"),
+        ("+1+2", "'+1+2"),
+        ("-2+3", "'-2+3"),
+        ("\t=1", "'\t=1"),
+        ("search", "search"),
+        (None, ""),
+    ],
+)
+def test_group_values_that_start_like_a_formula_are_csv_text(value: str | None, cell: str) -> None:
+    """Found by attacking the merged product: a client's ``user`` or tag reached the spend CSV as
+    a live spreadsheet formula."""
+    assert csv_text(value) == cell

@@ -195,6 +195,46 @@ def test_responses_stream_with_invalid_usage_is_estimated() -> None:
     assert obs.model is not None
 
 
+EMPTY_USAGES = [{}, {"total_tokens": 0}, {"prompt_tokens": None}, {"input_tokens": None}]
+
+
+@pytest.mark.parametrize("usage", EMPTY_USAGES)
+def test_a_usage_object_without_its_totals_is_invalid_never_zero(usage: dict[str, Any]) -> None:
+    """Found by attacking the merged product: ``"usage": {}`` was billed as a reported $0."""
+    for extract in (completion_usage, responses_usage, embeddings_usage):
+        with pytest.raises(InvalidUsage):
+            extract(usage)
+    body = {**as_json("chat_completion_minimal.json"), "usage": usage}
+    obs = run(JsonBodyTap(chat_reader(retrieval=False, stored=False)), [orjson.dumps(body)])
+    assert (obs.usage, obs.estimate_reason, obs.usage_expected) == (None, "invalid_usage", True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(positions=cuts(), usage=st.sampled_from(EMPTY_USAGES))
+def test_an_empty_usage_chunk_after_the_real_one_never_makes_a_stream_free(
+    positions: list[int], usage: dict[str, Any]
+) -> None:
+    data = raw("chat_stream_include_usage.sse").replace(
+        b"data: [DONE]",
+        b'data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":'
+        + orjson.dumps(usage)
+        + b"}\n\ndata: [DONE]",
+    )
+    obs = run(ChatStreamTap(), chunked(data, positions))
+    assert obs.source != "reported" or (obs.usage is not None and obs.usage.input_tokens > 0)
+    assert obs.source == "reported" or obs.estimate_reason == "invalid_usage"
+
+
+def test_a_responses_stream_with_empty_usage_is_estimated() -> None:
+    data = raw("responses_stream_completed.sse")
+    start = data.index(b'"usage":{', data.index(b"response.completed"))
+    end = data.index(b"}", data.index(b"output_tokens_details", start)) + 1
+    end = data.index(b"}", end) + 1
+    data = data[:start] + b'"usage":{}' + data[end:]
+    obs = run(ResponsesStreamTap(dedupe=True), [data])
+    assert obs.source == "none" and obs.estimate_reason == "invalid_usage"
+
+
 def test_image_stream_with_invalid_usage_is_estimated() -> None:
     event = b'event: image_generation.completed\ndata: {"type":"image_generation.completed",'
     event += b'"b64_json":"AAAA","usage":{"input_tokens":-3,"output_tokens":10}}\n\n'
