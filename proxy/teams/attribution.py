@@ -16,7 +16,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from proxy.http.errors import error_response
+from proxy.http.errors import bad_request, error_response
 from proxy.http.exchange import Attribution, Exchange
 from proxy.settings import TeamSettings
 from storage.record import UsageRecord
@@ -37,6 +37,14 @@ _FINGERPRINT_RE: Final = re.compile(r"sha256:[0-9a-f]{12}")
 _KEY_LIKE_RE: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{8,}", re.IGNORECASE)
 VIRTUAL_KEY_PREFIX: Final = "sk-meter-"
 API_KEY_HEADER: Final = "api-key"
+# Headers that decide who pays: each must come at most once (attribution reads one value).
+_ONCE_HEADERS: Final = (
+    "Authorization",
+    "api-key",
+    "OpenAI-Project",
+    "OpenAI-Organization",
+    TAGS_HEADER,
+)
 _TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _TAG_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f,]")
 
@@ -241,6 +249,16 @@ class AttributionStage:
         self._keys = key_swap
 
     async def on_request(self, exchange: Exchange) -> web.StreamResponse | None:
+        # Who pays is read from one value; upstream would get them all: refuse, never guess.
+        getall = getattr(exchange.request_headers, "getall", None)  # a multidict from aiohttp
+        if getall is not None:
+            for name in _ONCE_HEADERS:
+                if len(getall(name, ())) > 1:
+                    return bad_request(
+                        f"Send the {name} header once; this request has it more than once.",
+                        code="duplicate_header",
+                        param=name,
+                    )
         try:
             attribution = attribute(exchange.request_headers, exchange.request_json, self._teams)
         except TagsError as exc:

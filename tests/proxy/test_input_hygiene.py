@@ -22,6 +22,7 @@ import aiohttp
 import openai
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from proxy.observe.metrics_api import METRICS_ADDRESS_KEY
 from proxy.teams.attribution import key_fingerprint, looks_like_key, scrubbed
@@ -366,3 +367,34 @@ async def test_metrics_open_without_a_token(fake_upstream: FakeUpstream, tmp_pat
             product.server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
         assert status.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    "name", ["Authorization", "api-key", "OpenAI-Project", "OpenAI-Organization", "X-Meter-Tags"]
+)
+async def test_a_header_that_decides_who_pays_twice_is_refused_never_forwarded(
+    product: Product, fake_upstream: FakeUpstream, name: str
+) -> None:
+    """Found by attacking the merged product: two ``Authorization`` headers were both forwarded
+    while only the first was metered (and a second ``X-Meter-Tags`` was silently dropped)."""
+    values = {
+        "Authorization": ("Bearer sk-team-a-0123456789", "Bearer sk-team-b-0123456789"),
+        "api-key": ("key-a", "key-b"),
+        "OpenAI-Project": ("proj_a", "proj_b"),
+        "OpenAI-Organization": ("org-a", "org-b"),
+        "X-Meter-Tags": ("env=a", "env=b"),
+    }[name]
+    headers = [("Content-Type", "application/json"), *((name, v) for v in values)]
+    if name != "Authorization":
+        headers.append(("Authorization", "Bearer sk-team-a-0123456789"))
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            product.base_url + "/chat/completions", data=body, headers=CIMultiDict(headers)
+        ) as response,
+    ):
+        assert response.status == 400
+        error = (await response.json())["error"]
+    assert (error["code"], error["param"]) == ("duplicate_header", name)
+    assert fake_upstream.requests == []
