@@ -19,9 +19,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="openai-meter's forwarder with no metering")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (as serve does)")
     args = parser.parse_args()
     settings = Settings.model_validate({"upstream": {"url": args.upstream}})
-    web.run_app(build_app(settings), host="127.0.0.1", port=args.port, print=None, **SERVER_KWARGS)  # type: ignore[arg-type]
+    loop = None
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    web.run_app(
+        build_app(settings),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        loop=loop,
+        **SERVER_KWARGS,  # type: ignore[arg-type]
+    )
 
 
 if __name__ == "__main__":

@@ -178,6 +178,7 @@ def ledger_config(settings: Settings) -> LedgerConfig:
         retention_days=settings.ledger.retention_days,
         stall_timeout_s=settings.ledger.stall_timeout_s,
         journal=settings.ledger.journal,
+        writer_process=settings.ledger.writer_process,
     )
 
 

@@ -76,6 +76,7 @@ class LedgerSettings(_Section):
     retention_days: int | None = Field(default=None, gt=0)
     stall_timeout_s: float = Field(default=30.0, gt=0)
     journal: bool = True
+    writer_process: bool = True
 
 
 class PricingSettings(_Section):

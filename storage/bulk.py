@@ -19,57 +19,20 @@ SQLite; JSON text).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from operator import attrgetter
-from typing import Any, Final
+from typing import Final
 
-import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage import pg_write
 from storage.record import UsageRecord
-from storage.schema import usage_records
-from storage.types import money_to_units
+from storage.sqlite_rows import SQLITE_INSERT, sqlite_row
 
-COLUMNS: Final[tuple[str, ...]] = tuple(c.name for c in usage_records.columns)
 _SQLITE_LOOKUP_CHUNK: Final = 500
 # One executemany of a whole flush (160-500 rows) kept the event loop's thread from running for
 # 1.4-1.5 ms (median longest gap per 160-row flush) while aiosqlite's thread bound the rows, and
 # calls being served waited (tail latency, issue 16). Slices of 64 rows in the same transaction:
 # 0.63 ms, for ~2 us more CPU per record (one more round trip to the thread per slice).
 _SQLITE_INSERT_SLICE: Final = 64
-_ALL: Final = attrgetter(*COLUMNS)
-_I_START: Final = COLUMNS.index("started_at")
-_I_FINISH: Final = COLUMNS.index("finished_at")
-_I_TAGS: Final = COLUMNS.index("tags")
-_I_UNITS: Final = COLUMNS.index("units")
-_I_COST: Final = COLUMNS.index("cost_usd")
-_I_STREAM: Final = COLUMNS.index("stream")
-
-
-def _quoted(name: str) -> str:
-    return f'"{name}"'
-
-
-def _json(value: Any) -> str:
-    if not value:
-        return "{}"
-    return orjson.dumps({k: str(v) for k, v in value.items()}).decode()
-
-
-_SQLITE_INSERT: Final = (
-    f"INSERT OR IGNORE INTO usage_records ({', '.join(map(_quoted, COLUMNS))}) "
-    f"VALUES ({', '.join('?' for _ in COLUMNS)})"
-)
-
-
-def _sqlite_time(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to the ledger; use an aware (UTC) datetime")
-    if value.utcoffset():
-        value = value.astimezone(UTC)
-    # SQLAlchemy's SQLite DATETIME format: sorts as text, read back by storage.types.UtcDateTime.
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 async def insert_new(conn: AsyncConnection, records: Sequence[UsageRecord]) -> list[str]:
@@ -100,18 +63,6 @@ async def _insert_sqlite(conn: AsyncConnection, records: Sequence[UsageRecord]) 
         existing.update(row[0] for row in result.all())
     fresh = [r for r in records if r.id not in existing]
     for start in range(0, len(fresh), _SQLITE_INSERT_SLICE):
-        rows = [_sqlite_row(r) for r in fresh[start : start + _SQLITE_INSERT_SLICE]]
-        await conn.exec_driver_sql(_SQLITE_INSERT, rows)
+        rows = [sqlite_row(r) for r in fresh[start : start + _SQLITE_INSERT_SLICE]]
+        await conn.exec_driver_sql(SQLITE_INSERT, rows)
     return [r.id for r in fresh]
-
-
-def _sqlite_row(record: UsageRecord) -> tuple[Any, ...]:
-    row = list(_ALL(record))
-    row[_I_START] = _sqlite_time(row[_I_START])
-    row[_I_FINISH] = _sqlite_time(row[_I_FINISH])
-    row[_I_TAGS] = _json(row[_I_TAGS])
-    row[_I_UNITS] = _json(row[_I_UNITS])
-    cost = row[_I_COST]
-    row[_I_COST] = None if cost is None else money_to_units(cost)
-    row[_I_STREAM] = 1 if row[_I_STREAM] else 0
-    return tuple(row)

@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from storage.sqlite_batch import SQLITE_BUSY_TIMEOUT_MS, apply_pragmas
 from storage.urls import to_async_url
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def create_engine(
@@ -38,12 +37,4 @@ def create_engine(
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives a power cut too (one fsync per batch, not per record).
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-    finally:
-        cursor.close()
+    apply_pragmas(dbapi_connection)

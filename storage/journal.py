@@ -67,11 +67,14 @@ class Journal:
         self._lock = threading.Lock()
         self.failed = False  # a write failed: the journal no longer covers every record
 
-    def append(self, record: UsageRecord) -> None:
-        """Journal one queued record (never raises: a disk error is logged, the record stays queued)."""
+    def append(self, record: UsageRecord, line: bytes | None = None) -> None:
+        """Journal one queued record (never raises: a disk error is logged, the record stays queued).
+
+        ``line``: the record already encoded (:func:`storage.rows.record_to_json`), if the caller has it.
+        """
         self._appended += 1
         try:
-            data = record_to_json(record) + b"\n"
+            data = (record_to_json(record) if line is None else line) + b"\n"
             fd = self._fd if self._fd is not None else self._open()
             view = memoryview(data)
             while view:

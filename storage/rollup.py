@@ -5,11 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
+from pricing.usage import TOKEN_FIELDS as TOKEN_COLUMNS  # = storage.schema.TOKEN_COLUMNS
+from storage.money import quantize_money
 from storage.record import UsageRecord
-from storage.schema import TOKEN_COLUMNS
-from storage.types import quantize_money
+
+# usage_daily's key and summed columns (storage.schema builds the table from these).
+ROLLUP_KEY: Final[tuple[str, ...]] = ("day", "team", "model", "service_tier", "endpoint")
+ROLLUP_SUMS: Final[tuple[str, ...]] = (
+    "requests",
+    *TOKEN_COLUMNS,
+    "cost_usd",
+    "unpriced_requests",
+    "estimated_requests",
+)
 
 
 def rollup_deltas(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:

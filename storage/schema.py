@@ -35,19 +35,13 @@ from sqlalchemy import (
 )
 
 from pricing.usage import TOKEN_FIELDS
+from storage.rollup import ROLLUP_KEY as ROLLUP_KEY  # the rollup's columns live with its math
+from storage.rollup import ROLLUP_SUMS as ROLLUP_SUMS
 from storage.types import Money, UtcDateTime
 
 # The ledger's token columns are exactly the normalized usage's token fields.
 TOKEN_COLUMNS: Final[tuple[str, ...]] = TOKEN_FIELDS
 
-ROLLUP_KEY: Final[tuple[str, ...]] = ("day", "team", "model", "service_tier", "endpoint")
-ROLLUP_SUMS: Final[tuple[str, ...]] = (
-    "requests",
-    *TOKEN_COLUMNS,
-    "cost_usd",
-    "unpriced_requests",
-    "estimated_requests",
-)
 
 # JSON columns (``tags``, ``units``) have no width of their own: these bound each entry.
 JSON_KEY_WIDTH: Final = 64

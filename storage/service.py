@@ -30,6 +30,7 @@ from storage.migrate import upgrade
 from storage.retention import cutoff, prune
 from storage.spool import Spool
 from storage.writer import LedgerWriter
+from storage.writer_process import SqliteWriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class LedgerConfig:
     retention_check_s: float = 3600.0
     stall_timeout_s: float = 30.0
     journal: bool = True
+    writer_process: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,14 @@ async def open_ledger(
     config: LedgerConfig, *, registry: CollectorRegistry | None = None
 ) -> AsyncIterator[Ledger]:
     engine = create_engine(config.url)
+    process: SqliteWriterProcess | None = None
     try:
         if config.auto_upgrade:
             await upgrade(engine)
         spool = Spool(Path(config.spool_dir))
+        process = _writer_process(engine) if config.writer_process else None
+        if process is not None:
+            await process.start()
         writer = LedgerWriter(
             engine,
             spool,
@@ -93,6 +99,8 @@ async def open_ledger(
             fsync_interval_ms=config.fsync_interval_ms,
             registry=registry,
             journal=config.journal,
+            batch_writer=process,
+            lines=process.lines if process is not None else None,
         )
         await writer.start()
         retention = None
@@ -115,7 +123,20 @@ async def open_ledger(
                     await retention
             await writer.stop()
     finally:
+        if process is not None:
+            await process.close()
         await engine.dispose()
+
+
+def _writer_process(engine: AsyncEngine) -> SqliteWriterProcess | None:
+    """The SQLite file's writer process; None for PostgreSQL (one statement per batch already, the
+    server does the work) and for an in-memory SQLite database (no file to share)."""
+    if engine.dialect.name != "sqlite":
+        return None
+    database = engine.url.database or ""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return SqliteWriterProcess(database)
 
 
 async def _retention_loop(engine: AsyncEngine, days: int, every_s: float) -> None:

@@ -15,35 +15,36 @@ timezone would misplace spend across days.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Final
+from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Numeric
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
-MONEY_PLACES: Final = 10
-MONEY_QUANTUM: Final = Decimal(1).scaleb(-MONEY_PLACES)
-MONEY_SCALE: Final = 10**MONEY_PLACES
-MONEY_PRECISION: Final = 20
-_BIGINT_MAX: Final = 2**63 - 1
-MONEY_MAX: Final = min(
-    Decimal(10) ** (MONEY_PRECISION - MONEY_PLACES) - MONEY_QUANTUM,  # NUMERIC(20, 10)
-    Decimal(_BIGINT_MAX).scaleb(-MONEY_PLACES),  # SQLite: a signed 64-bit count of 1e-10 USD
+# The money rules live in storage.money (no SQLAlchemy: the SQLite writer process imports them).
+from storage.money import (
+    MONEY_MAX,
+    MONEY_PLACES,
+    MONEY_PRECISION,
+    MONEY_QUANTUM,
+    MONEY_SCALE,
+    money_to_units,
+    quantize_money,
+    units_to_money,
 )
-"""The largest absolute value one ``Money`` column holds on every backend (~922 million USD)."""
 
-
-def quantize_money(value: Decimal) -> Decimal:
-    return value.quantize(MONEY_QUANTUM, rounding=ROUND_HALF_EVEN)
-
-
-def money_to_units(value: Decimal) -> int:
-    """Exact Decimal USD -> integer count of 1e-10 USD."""
-    return int(quantize_money(value).scaleb(MONEY_PLACES))
-
-
-def units_to_money(units: int) -> Decimal:
-    return quantize_money(Decimal(units).scaleb(-MONEY_PLACES))
+__all__ = [
+    "MONEY_MAX",
+    "MONEY_PLACES",
+    "MONEY_PRECISION",
+    "MONEY_QUANTUM",
+    "MONEY_SCALE",
+    "Money",
+    "UtcDateTime",
+    "money_to_units",
+    "quantize_money",
+    "units_to_money",
+]
 
 
 class Money(TypeDecorator[Decimal]):

@@ -48,7 +48,9 @@ from storage.journal import Journal, leftover_segments
 from storage.ledger import write_batch
 from storage.record import UsageRecord
 from storage.rejected import DeadLetters
+from storage.rows import record_to_json
 from storage.spool import Spool
+from storage.writer_process import EncodedLines
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class LedgerWriter:
         drain_timeout_s: float = 20.0,
         journal: bool = True,
         batch_writer: BatchWriter | None = None,
+        lines: EncodedLines | None = None,
     ) -> None:
         self._engine = engine
         self._spool = spool
@@ -130,6 +133,7 @@ class LedgerWriter:
         self._retry_max = retry_max_s
         self._drain_timeout = drain_timeout_s
         self._write: BatchWriter = batch_writer or (lambda batch: write_batch(engine, batch))
+        self._lines = lines  # the batch writer reuses each record's journal line (writer process)
         self._queue: deque[UsageRecord] = deque()
         self._inflight: list[UsageRecord] = []
         self._dead = DeadLetters(spool.directory)
@@ -176,8 +180,14 @@ class LedgerWriter:
         if self._waiting_since is None:
             self._waiting_since = time.monotonic()
         self._queue.append(record)
-        if self._journal is not None:
-            self._journal.append(record)
+        if self._journal is not None or self._lines is not None:
+            line = None
+            with contextlib.suppress(Exception):  # the journal logs it; the writer encodes again
+                line = record_to_json(record)
+            if self._journal is not None:
+                self._journal.append(record, line)
+            if self._lines is not None and line is not None:
+                self._lines.remember(record, line)
         self._idle.clear()
         self._has_records.set()
         if len(self._queue) >= self._batch_size:
@@ -345,6 +355,8 @@ class LedgerWriter:
     def _settle(self) -> None:
         """The in-flight batch is durable (database, spool or dead-letter store)."""
         count = len(self._inflight)
+        if self._lines is not None:
+            self._lines.forget(self._inflight)
         self._inflight = []
         if self._journal is not None:
             self._journal.committed(count)
