@@ -62,6 +62,17 @@ class Attribution:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+def new_record_id() -> str:
+    """32 hex chars: the time in Unix milliseconds (48 bits), then 80 random bits — UUIDv7's layout.
+
+    Ids that grow with time land at the right edge of the ledger's primary-key index instead of at a
+    random page of it: SQLite inserts measured 14.0 vs 22.6 µs a row at 150k rows with random ids,
+    and the gap grows with the table (docs/performance.md). 80 random bits per millisecond keep ids
+    unique across processes and replicas.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+
+
 @dataclass(slots=True)
 class Exchange:
     method: str
@@ -69,8 +80,7 @@ class Exchange:
     query_string: str
     endpoint: str  # chat.completions, responses, embeddings, ... (see proxy.http.endpoints)
     request_headers: Mapping[str, str]  # as the client sent them (case-insensitive mapping)
-    # 128 random bits as 32 hex chars (like uuid4().hex without building a UUID object).
-    id: str = field(default_factory=lambda: os.urandom(16).hex())
+    id: str = field(default_factory=lambda: new_record_id())
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     started_monotonic: float = field(default_factory=time.monotonic)
     content_type: str = ""

@@ -239,3 +239,17 @@ def test_config_refuses_a_key_in_two_teams() -> None:
     fp = key_fingerprint(SEARCH_KEY)
     with pytest.raises(TeamConfigError, match="listed by teams"):
         TeamDirectory.from_settings({"a": TeamSettings(keys=[fp]), "b": TeamSettings(keys=[fp])})
+
+
+@given(st.lists(st.text(min_size=1, max_size=80), min_size=1, max_size=50))
+def test_remembered_fingerprints_equal_fresh_ones_even_past_the_bound(keys: list[str]) -> None:
+    """The recent-keys memo never changes a fingerprint: many distinct keys (more than it holds),
+    repeats, non-UTF-8 values (lone surrogates) all hash as SHA-256 of the bytes sent."""
+    from proxy.teams import attribution
+
+    keys = keys + [f"sk-proj-{n}" for n in range(attribution._RECENT_FINGERPRINTS_MAX + 5)]
+    keys.append("sk-\udcff\udcfe")
+    for key in keys + keys[:10]:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        assert key_fingerprint(key) == "sha256:" + digest[:12]
+    assert len(attribution._RECENT_FINGERPRINTS) <= attribution._RECENT_FINGERPRINTS_MAX
