@@ -27,8 +27,8 @@ from typing import BinaryIO
 
 import orjson
 
-from storage.rows import record_from_json
-from storage.sqlite_batch import connect, write_batch
+from storage.sqlite_batch import connect, write_rows
+from storage.sqlite_rows import sqlite_row_from_json
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
@@ -51,8 +51,8 @@ def serve(path: str, requests: BinaryIO, replies: BinaryIO) -> None:
         try:
             if conn is None:
                 conn = connect(path)
-            records = [record_from_json(line) for line in payload.split(b"\n") if line]
-            reply = {"inserted": write_batch(conn, records)}
+            rows = [sqlite_row_from_json(line) for line in payload.split(b"\n") if line]
+            reply = {"inserted": write_rows(conn, rows)}
         except sqlite3.OperationalError as exc:  # locked past the busy timeout, I/O, missing file
             reply = {"error": "outage", "type": type(exc).__name__, "message": str(exc)}
             if conn is not None:

@@ -5,6 +5,7 @@ database spooled, a dead or stuck process replaced without losing or doubling a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage import sqlite_batch
+from storage.bounds import Refused, bound_record
 from storage.engine import create_engine
 from storage.ledger import write_batch
 from storage.migrate import upgrade
@@ -27,7 +29,7 @@ from storage.rows import record_to_json
 from storage.schema import usage_records
 from storage.service import LedgerConfig, open_ledger
 from storage.spool import Spool
-from storage.sqlite_rows import COLUMNS
+from storage.sqlite_rows import COLUMNS, sqlite_row, sqlite_row_from_json
 from storage.writer import LedgerWriter
 from storage.writer_process import (
     BatchRefused,
@@ -36,6 +38,7 @@ from storage.writer_process import (
     WriterProcessOutage,
 )
 from tests.storage.test_batch_write import _records
+from tests.storage.test_bounds import any_record
 from tests.storage.test_poison import ledger_ids, rejected_ids, rollup_requests
 from tests.support.ledger_records import make_record
 from tests.support.refusing_db import refuse_poison
@@ -52,6 +55,28 @@ def _dump(path: Path) -> tuple[list[Any], list[Any]]:
         raw = conn.execute("SELECT * FROM usage_records ORDER BY id").fetchall()
         daily = conn.execute("SELECT * FROM usage_daily ORDER BY 1, 2, 3, 4, 5").fetchall()
     return raw, daily
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=any_record(), offset_minutes=st.sampled_from([0, 0, 0, 90, -600]))
+def test_a_row_from_a_journal_line_equals_the_row_from_its_record(
+    record: UsageRecord, offset_minutes: int
+) -> None:
+    """The writer process's shortcut (line -> row, no record) and the full path agree on any
+    storable record, UTC or not (another offset takes the full path inside)."""
+    from datetime import timedelta, timezone
+
+    bounded = bound_record(record)
+    if isinstance(bounded, Refused):
+        return
+    zone = timezone(timedelta(minutes=offset_minutes))
+    moved = dataclasses.replace(
+        bounded,
+        started_at=bounded.started_at.astimezone(zone),
+        finished_at=bounded.finished_at.astimezone(zone),
+    )
+    line = record_to_json(moved)
+    assert sqlite_row_from_json(line) == sqlite_row(bounded)
 
 
 def test_the_row_encoding_has_the_tables_columns_in_order() -> None:
@@ -290,3 +315,12 @@ def test_encoded_lines_check_identity_forget_and_stay_bounded() -> None:
     assert lines.line(twin) == record_to_json(twin)
     lines.forget([a, twin, c])
     assert len(lines) == 1 and lines.line(a) == record_to_json(a)
+
+
+def test_journal_times_in_utc_take_the_shortcut_and_others_do_not() -> None:
+    from storage.sqlite_rows import _utc_text
+
+    assert _utc_text("2026-11-29T12:00:00.123456+00:00") == "2026-11-29 12:00:00.123456"
+    assert _utc_text("2026-11-29T12:00:00+00:00") == "2026-11-29 12:00:00.000000"
+    for other in ("2026-11-29T12:00:00+01:00", "2026-11-29T12:00:00", "x" * 32, None, 5):
+        assert _utc_text(other) is None
