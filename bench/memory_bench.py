@@ -5,7 +5,10 @@ the defaults (SQLite ledger in a temp dir, ``logging.level: warning``) in its ow
 a fake upstream run by this process whose chat streams send their headers and first event and then
 hold until released. Reports (VmRSS from ``/proc/PID/status``, MiB):
 
-* ``idle``: 5 s after the proxy answered its first call (no call estimated, so no encoding built);
+* ``idle``: 5 s after the proxy answered its first call (no call estimated, so no encoding built),
+  the serving process and its children (the SQLite ledger's writer process); ``idle_server``: the
+  serving process alone; ``idle_restart``: the same after a restart on the same ledger (schema at
+  its head: Alembic is not imported);
 * ``idle_preload``: the same with ``metering.preload_encodings: true`` (both tiktoken encodings);
 * ``per_stream_kib``: (RSS with N streams open and held - RSS after a warm-up of N/10 streams
   opened, held and finished) / N: what one more idle open stream costs, one-time costs excluded.
@@ -26,7 +29,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bench.compare_bench import _rss_kib
+from bench.compare_bench import _children, _rss_kib
 from bench.proxy_bench import _free_port
 
 CHUNK = {
@@ -79,6 +82,13 @@ class HoldingUpstream:
 
 
 def _rss_mib(pid: int) -> float:
+    """The proxy's whole footprint: the serving process and its children (the SQLite ledger's
+    writer process, ``ledger.writer_process``)."""
+    return sum(_rss_kib(p) for p in (pid, *_children(pid))) / 1024
+
+
+def _server_mib(pid: int) -> float:
+    """The serving process alone."""
     return _rss_kib(pid) / 1024
 
 
@@ -190,6 +200,7 @@ async def run_async(streams: int) -> dict[str, float]:
                     await _finish(upstream, tasks)
                     await asyncio.sleep(5.0)
                     out["idle_mib"] = _rss_mib(meter.pid)
+                    out["idle_server_mib"] = _server_mib(meter.pid)
                     warm = max(1, streams // 10)
                     tasks, _ = await _hold_streams(session, url, upstream, warm)
                     await _finish(upstream, tasks)
@@ -204,6 +215,18 @@ async def run_async(streams: int) -> dict[str, float]:
                     out["per_stream_kib"] = (held - before) * 1024 / streams
                     await asyncio.sleep(1.0)
                     out["rss_after_streams_mib"] = _rss_mib(meter.pid)
+            finally:
+                _stop(meter)
+            # A restart on the same ledger (the usual production start: the schema is at its
+            # head, so Alembic is not imported).
+            meter = await _start_meter(up_url, tmp / "lazy")
+            try:
+                async with aiohttp.ClientSession() as session:
+                    tasks, _ = await _hold_streams(session, meter.url, upstream, 1)  # type: ignore[attr-defined]
+                    await _finish(upstream, tasks)
+                    await asyncio.sleep(5.0)
+                    out["idle_restart_mib"] = _rss_mib(meter.pid)
+                    out["idle_restart_server_mib"] = _server_mib(meter.pid)
             finally:
                 _stop(meter)
     finally:

@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 import orjson
@@ -41,6 +43,20 @@ from storage.rows import record_to_json
 log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S: Final = 30.0
+
+
+def _child_environment() -> dict[str, str]:
+    """Our environment, with the import path spelled out: the child runs ``python -S`` (no
+    ``site``: ~2.4 MiB less for a process that needs only orjson and our storage modules), so the
+    directories ``site`` would have added — this package's root (editable installs included) and
+    site-packages — come through ``PYTHONPATH``."""
+    import storage
+
+    roots = [str(Path(next(iter(storage.__path__))).resolve().parent)]
+    roots += [entry for entry in sys.path if entry and Path(entry).is_dir()]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(roots))
+    return env
 
 
 class WriterProcessOutage(OSError):
@@ -100,7 +116,7 @@ class SqliteWriterProcess:
     ) -> None:
         self._path = path
         # The program that writes (tests substitute one that dies); PATH is appended.
-        self._command = list(command or (sys.executable, "-m", "storage.writer_main"))
+        self._command = list(command or (sys.executable, "-S", "-m", "storage.writer_main"))
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self.lines = EncodedLines(lines_limit)
@@ -172,6 +188,7 @@ class SqliteWriterProcess:
                 self._path,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                env=_child_environment(),
             )
         except OSError as exc:
             raise WriterProcessOutage(f"cannot start the ledger writer process: {exc}") from exc

@@ -25,10 +25,13 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import tiktoken
-import tiktoken.model
+if TYPE_CHECKING:
+    import tiktoken
+
+# tiktoken itself is imported on first use (an estimate, ``encodings`` commands): an idle proxy that
+# never estimates does not hold it (~2 MiB, issue 16's memory budget).
 
 DEFAULT_ENCODING: Final = "o200k_base"
 
@@ -47,8 +50,9 @@ BUNDLED: Final[dict[str, tuple[str, str]]] = {
 _ALIASES: Final[dict[str, str]] = {"o200k_harmony": "o200k_base"}
 
 
-# tiktoken's own constructors (pat_str, special tokens); untyped, so imported dynamically.
-openai_public: Any = importlib.import_module("tiktoken_ext.openai_public")
+def _openai_public() -> Any:
+    """tiktoken's own constructors (pat_str, special tokens); untyped, so imported dynamically."""
+    return importlib.import_module("tiktoken_ext.openai_public")
 
 
 class EncodingUnavailable(RuntimeError):
@@ -108,6 +112,9 @@ def _bundled_loader(url: str, expected_hash: str | None = None) -> dict[bytes, i
 def load_offline(name: str) -> tiktoken.Encoding:
     """Build ``name`` from bundled bytes using tiktoken's own constructor definitions."""
     name = _ALIASES.get(name, name)
+    import tiktoken
+
+    openai_public = _openai_public()
     constructor = openai_public.ENCODING_CONSTRUCTORS.get(name)
     if constructor is None or name not in BUNDLED:
         raise EncodingUnavailable(f"encoding {name!r} is not available offline")
@@ -137,6 +144,8 @@ def encoding_name_for_model(model: str | None) -> str:
     base = model
     if base.startswith("ft:"):  # ft:gpt-4o-mini-2024-07-18:org::id -> its base model
         base = base[3:].split(":", 1)[0]
+    import tiktoken.model
+
     try:
         name = tiktoken.model.encoding_name_for_model(base)
     except KeyError:

@@ -102,3 +102,44 @@ async def test_rollup_revision_backfills_rows_written_before_it(database_url: st
         assert await write_batch(engine, [make_record(40)]) == 1
     finally:
         await engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_head() -> None:
+    from storage.migrate import head_from_files
+
+    assert head_from_files() == head_revision()
+
+
+async def test_an_older_revision_still_upgrades_through_alembic(database_url: str) -> None:
+    """The at-head shortcut must never skip a needed migration."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine, REVISIONS[-2])
+        await upgrade(engine)
+        assert await current_revision(engine) == head_revision()
+        assert await _diff(engine) == []
+    finally:
+        await engine.dispose()
+
+
+def test_a_start_on_a_database_at_head_does_not_import_alembic(tmp_path: Any) -> None:
+    """serve upgrades on every start: at the head that is one query, and Alembic stays out of
+    memory (a fresh interpreter, as a restarted proxy)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from storage.engine import create_engine\n"
+        "from storage.migrate import upgrade\n"
+        "async def main():\n"
+        f"    engine = create_engine({url!r})\n"
+        "    await upgrade(engine)\n"
+        "    await engine.dispose()\n"
+        "asyncio.run(main())\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    first = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    again = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (first.stdout.strip(), again.stdout.strip()) == ("True", "False"), first.stderr
