@@ -39,7 +39,7 @@ lint: $(VENV)/.installed-dev ## ruff + mypy --strict on the packages
 	$(BIN)/ruff format --check proxy pricing storage tests bench
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed-dev ## Run the benchmarks (results go to docs/performance.md by hand)
+bench: $(VENV)/.installed-dev ## Run every benchmark, LiteLLM comparison included (results go to docs/performance.md by hand)
 	$(PY) -m bench
 
 bench-compare: $(VENV)/.installed-dev ## direct vs floor (uvloop) vs openai-meter vs LiteLLM, one interleaved run

@@ -1,4 +1,8 @@
-"""``python -m bench``: run every benchmark and print its figures (copy them to docs/performance.md)."""
+"""``python -m bench`` (``make bench``): run every benchmark and print its figures (copy them to
+docs/performance.md); ``python -m bench compare_bench memory_bench`` runs only those named.
+
+``compare_bench`` prints the issue-16 table (direct, the uvloop floor, openai-meter and the LiteLLM
+proxy, installed into ``.bench/litellm`` on first use; ``BENCH_LITELLM=0`` leaves it out)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ MODULES = (
     "bench.budget_bench",
     "bench.notify_bench",
     "bench.stream_bench",
+    "bench.memory_bench",
+    "bench.compare_bench",
 )
 
 
