@@ -7,17 +7,22 @@
   window's edges, and groupings the rollup does not keep (project, user, tag:KEY, ...), come from
   raw rows. Both paths give the same numbers; money is exact :class:`Decimal`.
 * :func:`spent` -- one team's cost over ``[since, until)``, for budgets.
-* :func:`has_ledger` -- whether a database holds a ledger at all (``report`` asks before reading).
+* :func:`has_tables` / :func:`sqlite_has_tables` -- whether a database holds the ledger's tables at
+  all (the commands that only read the ledger ask before reading).
 
 ``since`` is inclusive, ``until`` exclusive; both aware datetimes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, inspect, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -93,10 +98,23 @@ async def fetch_records(
     return [row_to_public(row) for row in rows]
 
 
-async def has_ledger(engine: AsyncEngine) -> bool:
-    """The database has the ledger's table (a read: creates nothing but the connection)."""
+async def has_tables(engine: AsyncEngine, names: Sequence[str]) -> list[bool]:
+    """Whether the database has each of these tables, e.g. the ledger's ``usage_records`` (a read:
+    creates nothing but the connection; for SQLite see :func:`sqlite_has_tables`)."""
     async with engine.connect() as conn:
-        return await conn.run_sync(lambda sync: inspect(sync).has_table(usage_records.name))
+        return await conn.run_sync(lambda sync: [inspect(sync).has_table(n) for n in names])
+
+
+def sqlite_has_tables(path: Path, names: Sequence[str]) -> list[bool]:
+    """:func:`has_tables` for an existing SQLite file, opened read-only with no engine: an engine's
+    connection would set WAL mode, writing a header into an empty file or changing a foreign
+    database. Raises ``sqlite3.DatabaseError`` for a file that is not a database."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        found = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    return [name in found for name in names]
 
 
 async def spend(

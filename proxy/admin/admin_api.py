@@ -37,7 +37,7 @@ from proxy.admin.reporting import (
 )
 from proxy.admin.spend_extras import extended_spend
 from proxy.http.errors import bad_request
-from proxy.teams.attribution import MAX_TAGS, TagsError, parse_tags
+from proxy.teams.attribution import MAX_TAGS, TagsError, parse_tags, scrub_tags, scrubbed
 from storage.queries import fetch_records
 
 Clock = Callable[[], datetime]
@@ -130,13 +130,15 @@ def record_json(record: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_tag_filters(values: list[str]) -> dict[str, str]:
     """``tag=env=prod`` (repeatable, or ``tag=env=prod,feature=search``): rows must carry every
-    one of these tags with exactly that value. Same grammar and bounds as ``X-Meter-Tags``."""
+    one of these tags with exactly that value. Same grammar and bounds as ``X-Meter-Tags``, and
+    key-like keys and values are fingerprinted as they were when stored; a key may also be that
+    ``sha256:`` fingerprint itself (as ``/meter/records`` shows it)."""
     tags: dict[str, str] = {}
     for raw in values:
         try:
-            parsed = parse_tags(raw)
+            parsed = scrub_tags(parse_tags(raw, stored_keys=True))
         except TagsError as exc:
-            raise ReportError(f"tag filter {raw[:80]!r}: {exc}") from None
+            raise ReportError(f"tag filter {scrubbed(raw[:80])!r}: {exc}") from None
         if not parsed:
             raise ReportError("tag filter is empty: use tag=KEY=VALUE")
         for key, value in parsed.items():

@@ -19,6 +19,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from proxy.teams.fingerprints import scrubbed, stored_tag_key
 from storage.queries import COLUMN_DIMENSIONS, TAG_PREFIX
 
 Format = Literal["table", "csv", "json"]
@@ -149,9 +150,13 @@ def parse_by(text: str | Sequence[str] | None) -> tuple[str, ...]:
         if not dim:
             continue
         if dim.startswith(TAG_PREFIX):
-            key = dim[len(TAG_PREFIX) :]
-            if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", key):
-                raise ReportError(f"--by {dim!r}: a tag key is 1-64 of letters, digits, '_.-'")
+            key = stored_tag_key(dim[len(TAG_PREFIX) :])
+            if key is None:
+                raise ReportError(
+                    f"--by {scrubbed(dim)!r}: a tag key is 1-64 of letters, digits, '_.-' (or "
+                    "the sha256: fingerprint a key-like key is stored as)"
+                )
+            dim = TAG_PREFIX + key  # a key-like key: the fingerprint it was stored as
         elif dim not in COLUMN_DIMENSIONS and dim not in TIME_DIMENSIONS:
             allowed = ", ".join((*COLUMN_DIMENSIONS, *TIME_DIMENSIONS, "tag:KEY"))
             raise ReportError(f"cannot group by {dim!r}; choose from {allowed}")

@@ -92,6 +92,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run(args: argparse.Namespace, action: str) -> int:
     import asyncio
 
+    from proxy.commands.report import NoLedger
     from proxy.config import ConfigError
     from storage.urls import describe, to_async_url
 
@@ -102,6 +103,9 @@ def _run(args: argparse.Namespace, action: str) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"openai-meter db {action}: {exc}", file=sys.stderr)
         return 2
+    except NoLedger as exc:  # only upgrade creates a ledger; the others say there is none
+        print(f"openai-meter db {action}: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # a database error: one line, not a traceback
         print(f"openai-meter db {action}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -110,12 +114,18 @@ def _run(args: argparse.Namespace, action: str) -> int:
 async def _main(action: str, settings: Settings, args: argparse.Namespace, url: str) -> int:
     from datetime import UTC, datetime
 
+    from proxy.commands.report import open_ledger
     from storage.engine import create_engine
     from storage.migrate import current_revision, head_revision, upgrade
     from storage.rejected import retry_rejected
     from storage.retention import cutoff, prune
+    from storage.schema import ledger_rejected
 
-    engine = create_engine(settings.database.url)
+    if action == "upgrade":  # the one action that creates the database (and its directory)
+        engine = create_engine(settings.database.url)
+    else:
+        needs = (ledger_rejected.name,) if action.startswith("rejected") else ()
+        engine = await open_ledger(settings.database.url, tables=needs)
     try:
         if action == "upgrade":
             await upgrade(engine)

@@ -12,9 +12,9 @@ from pricing.book import PriceBook
 from proxy.admin.focus.rows import Group, GroupKey, add_row, focus_rows
 from proxy.admin.focus.write import ExportError, write
 from proxy.admin.reporting import ReportError, Window, resolve_window
+from proxy.commands.report import NoLedger, open_ledger
 from proxy.config import ConfigError, load_settings
 from proxy.settings import Settings
-from storage.engine import create_engine
 from storage.focus import billable_rows
 
 
@@ -39,6 +39,9 @@ def main(args: argparse.Namespace) -> int:
     except ExportError as exc:
         print(f"openai-meter export: {exc}", file=sys.stderr)
         return 2
+    except NoLedger as exc:
+        print(f"openai-meter export: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # one line for the user, not a traceback
         print(f"openai-meter export: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -50,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
 async def _export(
     settings: Settings, window: Window, book: PriceBook, out: str | None, account: str | None
 ) -> str | None:
-    engine = create_engine(settings.database.url)
+    engine = await open_ledger(settings.database.url)
     groups: dict[GroupKey, Group] = {}  # memory grows with groups, not with ledger rows
     try:
         async for rows in billable_rows(engine, window.since, window.until):

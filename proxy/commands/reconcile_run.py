@@ -18,11 +18,11 @@ from proxy.admin.reconcile.compare import Reconciliation
 from proxy.admin.reconcile.render import parse_by, render
 from proxy.admin.reconcile.run import Days, ReconcileConfigError, admin_key, reconcile, resolve_days
 from proxy.admin.reporting import ReportError
+from proxy.commands.report import NoLedger, open_ledger
 from proxy.config import ConfigError, load_settings
 from proxy.http.forward import egress_proxy_for
 from proxy.http.upstream_session import open_upstream_session
 from proxy.settings import Settings
-from storage.engine import create_engine
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return _fail(EXIT_USAGE, str(exc))
     try:
         rec = asyncio.run(_reconcile(settings, key, days, now, tolerance))
-    except AdminApiError as exc:
+    except (AdminApiError, NoLedger) as exc:
         return _fail(EXIT_ERROR, str(exc))
     except Exception as exc:  # one line, never a traceback (and never the key: it is not in it)
         return _fail(EXIT_ERROR, f"{type(exc).__name__}: {str(exc).replace(key, '…')[:300]}")
@@ -86,7 +86,7 @@ async def _reconcile(
     timeout = ClientTimeout(
         total=None, sock_connect=settings.upstream.connect_timeout_s, sock_read=READ_TIMEOUT_S
     )
-    engine = create_engine(settings.database.url)
+    engine = await open_ledger(settings.database.url)  # before anything asks the Admin API
     try:
         async with open_upstream_session(settings.upstream, timeout) as session:
             client = AdminClient(

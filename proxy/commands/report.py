@@ -11,6 +11,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from pricing.book import PriceBook
     from pricing.whatif import Lever
     from proxy.admin.reporting import Window
@@ -21,6 +23,56 @@ FORMATS = ("table", "csv", "json")  # == proxy.admin.reporting.FORMATS (checked 
 
 class NoLedger(Exception):
     """The database URL has no ledger (no SQLite file, or no ``usage_records`` table)."""
+
+
+async def open_ledger(url: str, *, tables: tuple[str, ...] = ()) -> AsyncEngine:
+    """An engine on the existing ledger at ``url``, for the commands that only read or tidy it
+    (``report``, ``export``, ``reconcile``, ``db rejected|prune|current``).
+
+    Raises :class:`NoLedger` (one line for the user: exit 1) when there is none, having created
+    nothing: a SQLite path that is not a file is refused before an engine exists (opening it
+    would create the file, and its directories); a database without the ledger's tables (or
+    without one of ``tables``, added by a later migration) after one read. ``ValueError`` for
+    a URL that is not one the ledger can use."""
+    import asyncio
+
+    from storage.engine import create_engine
+    from storage.queries import has_tables, sqlite_has_tables
+    from storage.schema import usage_records
+    from storage.urls import masked, sqlite_file
+
+    path = sqlite_file(url)
+    where = f"{masked(url)} ({path})" if path is not None else masked(url)
+    names = (usage_records.name, *tables)
+    if path is not None:
+        if not path.is_file():
+            raise NoLedger(_missing(where))
+        # read-only, before any engine: an empty file or another database is left untouched
+        ledger, *present = await asyncio.to_thread(sqlite_has_tables, path, names)
+        if not ledger:
+            raise NoLedger(_missing(where))
+    engine = create_engine(url)
+    try:
+        if path is None:
+            ledger, *present = await has_tables(engine, names)
+            if not ledger:
+                raise NoLedger(_missing(where))
+        if absent := [table for table, there in zip(tables, present, strict=True) if not there]:
+            raise NoLedger(
+                f"the ledger at {where} has no {absent[0]} table yet (an older schema): run "
+                "'openai-meter db upgrade'"
+            )
+    except BaseException:
+        await engine.dispose()
+        raise
+    return engine
+
+
+def _missing(where: str) -> str:
+    return (
+        f"no ledger at {where}: the proxy creates it on its first start (or run "
+        "'openai-meter db upgrade'); nothing was created"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -135,22 +187,9 @@ async def _report(
 ) -> str:
     from proxy.admin.report_query import load_report
     from proxy.admin.reporting import render
-    from storage.engine import create_engine
-    from storage.queries import has_ledger
-    from storage.urls import masked, sqlite_file
 
-    path = sqlite_file(url)
-    where = f"{masked(url)} ({path})" if path is not None else masked(url)
-    missing = (
-        f"no ledger at {where}: the proxy creates it on its first start (or run "
-        "'openai-meter db upgrade'); nothing was created"
-    )
-    if path is not None and not path.is_file():
-        raise NoLedger(missing)
-    engine = create_engine(url)
+    engine = await open_ledger(url)
     try:
-        if not await has_ledger(engine):
-            raise NoLedger(missing)
         report = await load_report(engine, window, by, team=args.team, model=args.model)
         if book is not None:
             from proxy.admin.whatif import load_extras, render_extended

@@ -15,7 +15,9 @@
   process); SQLite takes them in WAL mode with a 30 s busy timeout (``storage.engine``).
 * **Metrics**: each worker also serves its own registry on a private unix socket; ``GET /metrics`` on
   any worker merges every worker's samples (:mod:`proxy.observe.metrics_merge`). ``metrics.port``
-  is served by worker 0, merged the same way.
+  is served by worker 0, merged the same way. Each worker slot keeps the counters it exposed in
+  ``w<i>.counters`` beside its socket: a restarted worker starts from them, and a scrape that cannot
+  reach a worker uses them, so merged counters never go back when a worker dies.
 * **Budgets**: a team with a blocking budget needs reservations shared between processes: PostgreSQL
   with ``budgets.shared_reservations`` (``storage.budget_counters``). On SQLite each process would
   reserve alone (N times the overshoot), so ``--workers > 1`` is refused there with one line.
@@ -151,9 +153,12 @@ class WorkerRole:
         """The private metrics socket, ``/metrics`` merged over all workers, and (worker 0) the
         separate metrics port, merged too."""
         from proxy.observe.metrics_api import METRICS_PEERS_KEY, REGISTRY_KEY, metrics_server_ctx
-        from proxy.observe.metrics_merge import unix_metrics_ctx
+        from proxy.observe.metrics_merge import carried_registry, counters_path, unix_metrics_ctx
 
-        registry = app[REGISTRY_KEY]
+        # What this worker exposes carries on the counters of the workers that held its slot
+        # before it (killed, restarted): the merged sums never go back.
+        registry = carried_registry(app[REGISTRY_KEY], counters_path(self.metrics_socket))
+        app[REGISTRY_KEY] = registry
         app[METRICS_PEERS_KEY] = self.peer_sockets
         app.cleanup_ctx.append(unix_metrics_ctx(registry, self.metrics_socket))
         if self.metrics_port is not None and self.index == 0:

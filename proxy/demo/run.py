@@ -171,11 +171,15 @@ async def send_traffic(base_url: str, traffic: tuple[Call, ...] = TRAFFIC) -> in
     return sum(results)
 
 
-async def _wait_for_rows(app: web.Application, expected: int, deadline_s: float = 30.0) -> None:
+async def _wait_for_rows(
+    app: web.Application, expected: int, since: datetime, deadline_s: float = 30.0
+) -> None:
+    """Until ``expected`` calls started at or after ``since`` are in the ledger. Only this run's:
+    a ``--dir`` reused from an earlier run already holds that run's rows."""
     engine = app[LEDGER_KEY].engine
     loop = asyncio.get_running_loop()
     give_up = loop.time() + deadline_s
-    while len(await fetch_records(engine, limit=expected + 1)) < expected:
+    while len(await fetch_records(engine, limit=expected + 1, since=since)) < expected:
         if loop.time() > give_up:
             raise RuntimeError(f"the ledger did not get all {expected} records in {deadline_s} s")
         await asyncio.sleep(0.05)
@@ -223,13 +227,17 @@ async def run_demo(
         )
         try:
             await _until(started, server)
+            # Every call's started_at is stamped after this (same clock), rows of an earlier run
+            # in the same --dir before it: the window holds this run's calls and nothing else.
             begin = datetime.now(UTC)
             ok = await send_traffic(url)
-            await _wait_for_rows(app, len(TRAFFIC))
-            window = Window(begin - timedelta(seconds=1), datetime.now(UTC) + timedelta(seconds=1))
+            await _wait_for_rows(app, len(TRAFFIC), since=begin)
+            window = Window(begin, datetime.now(UTC) + timedelta(seconds=1))
             report = await load_report(app[LEDGER_KEY].engine, window, ("team", "model"))
             table = to_table(report)
-            records = await fetch_records(app[LEDGER_KEY].engine, limit=len(TRAFFIC))
+            records = await fetch_records(
+                app[LEDGER_KEY].engine, limit=len(TRAFFIC), since=window.since, until=window.until
+            )
             out.write(
                 f"Sent {ok} of {len(TRAFFIC)} calls through the proxy at {url}/v1 "
                 f"(upstream: the SIMULATOR at {upstream_url}).\n\n"

@@ -12,9 +12,21 @@ others' and :func:`merge` s them: samples with the same name and labels are comb
   the **largest** value, not N times it.
 
 prometheus_client's multiprocess mode does not fit: the project's series are built at scrape time by
-a collector (:mod:`proxy.observe.metrics`), not kept in mmap'ed files. A worker that does not answer
-within :data:`PEER_TIMEOUT_S` is left out of that scrape (logged): the sum then dips, and Prometheus'
-``rate()`` treats the dip as a counter reset rather than inventing traffic.
+a collector (:mod:`proxy.observe.metrics`), not kept in mmap'ed files.
+
+**Monotonic across a worker's death.** A worker killed and restarted starts its registry from zero;
+summed as is, the merged counters would drop, Prometheus would read a counter reset and ``rate()``
+would count the survivors' whole totals again. So every worker *slot* keeps its counters in a file
+next to its private socket (:func:`counters_path`): whenever a worker's registry is collected --
+for a merged scrape or for a peer -- it writes its monotonic samples (counters, histograms'
+buckets/count/sum, summaries: :data:`CARRIED_TYPES`) there *before* they leave the process
+(:class:`CarriedCounters`). The worker restarted in that slot reads the file at start as its base and
+adds it to everything it exposes, and a scrape that cannot reach a peer (dead, restarting, slower than
+:data:`PEER_TIMEOUT_S`, answering garbage) takes that peer's counters from its file instead
+of leaving them out. A slot's exposed counters therefore never go below what it showed before; the
+calls a worker counted after its last scrape and before it died are lost with it (the ledger keeps
+them). Gauges are never carried: a dead worker's gauges are left out of the scrape, and its
+successor reports its own.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
@@ -42,6 +54,8 @@ PEER_TIMEOUT_S: Final = 5.0
 OPENMETRICS: Final = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 SUMMED_GAUGES: Final = frozenset({"openai_meter_ledger_pending_records"})
 _SUMMED_TYPES: Final = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+# What a worker's successor carries on (never decreasing; a gaugehistogram may, so it is not).
+CARRIED_TYPES: Final = frozenset({"counter", "histogram", "summary"})
 
 
 def parse(text: str) -> list[Metric]:
@@ -103,6 +117,67 @@ def render_families(families: list[Metric], accept: str | None) -> tuple[bytes, 
     return encoder(registry), content_type
 
 
+def counters_path(socket_path: str) -> str:
+    """The file where the worker serving ``socket_path`` keeps its counters (same directory)."""
+    return os.path.splitext(socket_path)[0] + ".counters"
+
+
+def read_counters(path: str) -> list[Metric]:
+    """The counters a worker slot last exposed (empty when there is no file or it is unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("worker counters at %s unreadable, not carried: %r", path, exc)
+        return []
+    try:
+        return parse(text)
+    except ValueError as exc:
+        log.warning("worker counters at %s malformed, not carried: %r", path, exc)
+        return []
+
+
+def _write_counters(path: str, families: Sequence[Metric]) -> None:
+    carried = [family for family in families if family.type in CARRIED_TYPES]
+    body, _ = render_families(carried, OPENMETRICS)
+    temporary = f"{path}.tmp"
+    try:
+        with open(temporary, "wb") as file:
+            file.write(body)
+        os.replace(temporary, path)  # atomic: a reader sees the old or the new file, never half
+    except OSError as exc:
+        log.warning("worker counters not saved to %s: %r", path, exc)
+
+
+class CarriedCounters:
+    """A worker's registry as it is exposed: its own samples plus the counters its slot's previous
+    workers had exposed (read from ``path`` once, at start), saved back to ``path`` on every
+    collection. Register it on a registry of its own and serve that one (:func:`carried_registry`).
+
+    Collected synchronously on the event loop like the registry it wraps, so two collections never
+    interleave and the file only ever grows."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self._registry = registry
+        self._path = path
+        self._base = read_counters(path)
+
+    def collect(self) -> list[Metric]:
+        own = parse(openmetrics_text(self._registry).decode())  # type: ignore[no-untyped-call]
+        families = merge([own, self._base]) if self._base else own
+        _write_counters(self._path, families)  # before any of it leaves the process
+        return families
+
+
+def carried_registry(registry: CollectorRegistry, path: str) -> CollectorRegistry:
+    """A registry exposing ``registry`` plus the counters carried in ``path`` (see the module)."""
+    exposed = CollectorRegistry(auto_describe=False)
+    exposed.register(CarriedCounters(registry, path))
+    return exposed
+
+
 async def fetch_peer(path: str) -> list[Metric] | None:
     """The families a worker serves on its private socket, or None (logged) if it does not answer."""
     try:
@@ -121,14 +196,22 @@ async def fetch_peer(path: str) -> list[Metric] | None:
 
 
 async def merged_exposition(
-    registry: CollectorRegistry, peers: Sequence[str], accept: str | None
+    registry: CollectorRegistry,
+    peers: Sequence[str],
+    accept: str | None,
+    fetch: Callable[[str], Awaitable[list[Metric] | None]] = fetch_peer,
 ) -> tuple[bytes, str]:
     """This worker's registry plus every peer's, merged, in the format ``accept`` asks for."""
     # Own samples first, rendered synchronously on the loop (a consistent snapshot; see
     # proxy.observe.metrics_api), then the peers' fetched concurrently.
     own = parse(openmetrics_text(registry).decode())  # type: ignore[no-untyped-call]
-    fetched = await asyncio.gather(*(fetch_peer(path) for path in peers))
-    return render_families(merge([own, *(f for f in fetched if f is not None)]), accept)
+    fetched = await asyncio.gather(*(fetch(path) for path in peers))
+    # A peer that did not answer: the counters it last exposed, so the sum does not dip.
+    families = [
+        read_counters(counters_path(path)) if answer is None else answer
+        for path, answer in zip(peers, fetched, strict=True)
+    ]
+    return render_families(merge([own, *families]), accept)
 
 
 def unix_metrics_ctx(

@@ -1,6 +1,7 @@
 """Who spent: key fingerprint, project, organization, team (from config only), user, tags.
 
-The pure parts (fingerprints, the ``X-Meter-Tags`` grammar, the team directory) do no I/O;
+The pure parts (fingerprints -- :mod:`proxy.teams.fingerprints` --, the ``X-Meter-Tags`` grammar,
+the team directory) do no I/O;
 :class:`AttributionStage` is the :class:`proxy.http.exchange.RequestStage` that applies them to an
 exchange. A client can never choose its team: the team comes from configuration (key fingerprints,
 OpenAI project ids) or from the virtual key it presented, never from a header or a tag.
@@ -8,7 +9,6 @@ OpenAI project ids) or from the virtual key it presented, never from a header or
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +19,11 @@ from aiohttp import web
 from proxy.http.errors import bad_request, error_response
 from proxy.http.exchange import Attribution, Exchange
 from proxy.settings import TeamSettings
+from proxy.teams.fingerprints import MAX_TAG_KEY_CHARS, TAG_KEY_RE
+from proxy.teams.fingerprints import is_fingerprint as is_fingerprint
+from proxy.teams.fingerprints import key_fingerprint as key_fingerprint
+from proxy.teams.fingerprints import looks_like_key as looks_like_key
+from proxy.teams.fingerprints import scrubbed as scrubbed
 from storage.record import UsageRecord
 
 UNASSIGNED: Final = "unassigned"
@@ -26,15 +31,10 @@ TAGS_HEADER: Final = "X-Meter-Tags"
 # Bounds on X-Meter-Tags: the values land in every ledger row, so keep them small.
 MAX_TAGS: Final = 10
 MAX_TAGS_HEADER_CHARS: Final = 1024
-MAX_TAG_KEY_CHARS: Final = 64
 MAX_TAG_VALUE_CHARS: Final = 128
 # Free-form client-chosen strings copied into the ledger are capped too.
 MAX_FIELD_CHARS: Final = 256
 
-_FINGERPRINT_RE: Final = re.compile(r"sha256:[0-9a-f]{12}")
-# What an OpenAI key (sk-..., sk-proj-..., sk-admin-...) or a virtual key (sk-meter-...) looks like,
-# in any case, anywhere in a value: "sk-" at the start of a word and 8+ key characters.
-_KEY_LIKE_RE: Final = re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{8,}", re.IGNORECASE)
 VIRTUAL_KEY_PREFIX: Final = "sk-meter-"
 API_KEY_HEADER: Final = "api-key"
 # Headers that decide who pays: each must come at most once (attribution reads one value).
@@ -45,40 +45,7 @@ _ONCE_HEADERS: Final = (
     "OpenAI-Organization",
     TAGS_HEADER,
 )
-_TAG_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.\-]+")
 _TAG_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x1f\x7f,]")
-
-
-# Fingerprints of recent keys: a client sends the same few keys again and again, and a SHA-256
-# through OpenSSL cost ~4.5 µs a call with the CPU's caches cold (one client, issue 16) vs ~1 µs for
-# the look-up. Bounded (cleared when full), so many distinct keys cannot grow it.
-_RECENT_FINGERPRINTS: dict[str, str] = {}
-_RECENT_FINGERPRINTS_MAX: Final = 1024
-
-
-def key_fingerprint(key: str) -> str:
-    """``sha256:`` + the first 12 hex digits of SHA-256(key): safe to store, log and configure.
-
-    Header values that were not UTF-8 arrive with lone surrogates (aiohttp's ``surrogateescape``):
-    they hash as the bytes that were sent, never raise."""
-    fingerprint = _RECENT_FINGERPRINTS.get(key)
-    if fingerprint is None:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-        fingerprint = "sha256:" + digest[:12]
-        if len(_RECENT_FINGERPRINTS) >= _RECENT_FINGERPRINTS_MAX:
-            _RECENT_FINGERPRINTS.clear()
-        _RECENT_FINGERPRINTS[key] = fingerprint
-    return fingerprint
-
-
-def looks_like_key(value: str) -> bool:
-    """True when ``value`` carries something shaped like an OpenAI or virtual key (any case)."""
-    return _KEY_LIKE_RE.search(value) is not None
-
-
-def scrubbed(value: str) -> str:
-    """``value``, or its fingerprint when it looks like a key (never store a key verbatim)."""
-    return key_fingerprint(value) if looks_like_key(value) else value
 
 
 def is_virtual_key_like(value: str | None) -> bool:
@@ -86,10 +53,6 @@ def is_virtual_key_like(value: str | None) -> bool:
     return value is not None and value.strip()[: len(VIRTUAL_KEY_PREFIX)].lower() == (
         VIRTUAL_KEY_PREFIX
     )
-
-
-def is_fingerprint(value: str) -> bool:
-    return _FINGERPRINT_RE.fullmatch(value) is not None
 
 
 def bearer_key(authorization: str | None) -> str | None:
@@ -107,11 +70,13 @@ class TagsError(ValueError):
     """A malformed ``X-Meter-Tags`` header; the message is shown to the client."""
 
 
-def parse_tags(header: str | None) -> dict[str, str]:
+def parse_tags(header: str | None, *, stored_keys: bool = False) -> dict[str, str]:
     """Parse ``key=value,key=value``. Empty items are ignored; anything else malformed raises.
 
     Keys: 1-64 of ``A-Z a-z 0-9 _ . -``; values: 1-128 characters, no commas or control
     characters (``=`` inside a value is kept); at most 10 tags, 1024 characters in all.
+    ``stored_keys`` (filters over the ledger, not the header): a key may also be the ``sha256:``
+    fingerprint a key-like key is stored as (:func:`stored_tag_key`).
     """
     if header is None:
         return {}
@@ -126,10 +91,17 @@ def parse_tags(header: str | None) -> dict[str, str]:
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise TagsError(f"{TAGS_HEADER} item {scrubbed(item)!r} is not of the form key=value")
-        if len(key) > MAX_TAG_KEY_CHARS or _TAG_KEY_RE.fullmatch(key) is None:
+        if not (stored_keys and is_fingerprint(key)) and (
+            len(key) > MAX_TAG_KEY_CHARS or TAG_KEY_RE.fullmatch(key) is None
+        ):
             raise TagsError(
                 f"{TAGS_HEADER} key {scrubbed(key[:MAX_TAG_KEY_CHARS])!r} must be 1-{MAX_TAG_KEY_CHARS} "
                 "characters of letters, digits, '_', '.' or '-'"
+                + (
+                    " (or the sha256: fingerprint a key-like key is stored as)"
+                    if stored_keys
+                    else ""
+                )
             )
         if len(value) > MAX_TAG_VALUE_CHARS or _TAG_VALUE_BAD_RE.search(value):
             raise TagsError(

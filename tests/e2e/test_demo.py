@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import io
 import os
 import re
 import struct
@@ -18,10 +19,13 @@ import openai
 import orjson
 import pytest
 from aiohttp import ClientSession, web
+from sqlalchemy import update
 
-from proxy.demo.run import TEAMS, TRAFFIC
+from proxy.demo.run import TEAMS, TRAFFIC, run_demo
 from proxy.demo.simulator import FINGERPRINT, SIMULATOR_HEADER, Simulator
 from proxy.http.server import bind, bound_port
+from storage.engine import create_engine
+from storage.schema import usage_records
 from tests.support.product import ledger_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,3 +214,33 @@ async def test_simulator_base64_embeddings_decode(simulator_url: str) -> None:
         document = orjson.loads(await r.read())
     raw = base64.b64decode(document["data"][0]["embedding"])
     assert len(struct.unpack(f"<{len(raw) // 4}f", raw)) == 16
+
+
+def _report_total(table: str) -> tuple[int, Decimal]:
+    (total,) = [line for line in table.splitlines() if line.startswith("TOTAL")]
+    return int(total.split()[1]), Decimal(total.split()[-3])
+
+
+async def test_a_second_demo_in_the_same_dir_reports_its_own_calls(tmp_path: Path) -> None:
+    """``demo --once --dir D`` twice: the ledger keeps both runs, each report shows its own run
+    (the second once waited on the total row count, which the first run's rows already met, and
+    printed an empty report -- or, a second later, the first run's rows)."""
+    url = f"sqlite:///{tmp_path / 'openai-meter-demo.db'}"
+    first = await run_demo(tmp_path, out=io.StringIO())
+    engine = create_engine(url)
+    try:  # label the first run's rows: none may show up in the second report
+        async with engine.begin() as conn:
+            await conn.execute(update(usage_records).values(team="first-run"))
+    finally:
+        await engine.dispose()
+    out = io.StringIO()
+    second = await run_demo(tmp_path, out=out)
+    assert first.calls == second.calls == len(TRAFFIC)
+    assert second.report in out.getvalue()
+    assert _report_total(second.report) == _report_total(first.report)
+    assert _report_total(second.report)[0] == len(TRAFFIC)
+    assert "first-run" not in second.report
+    assert {line.split()[0] for line in second.report.splitlines()[3:-2]} == {*TEAMS, "unassigned"}
+    assert len(second.records) == len(TRAFFIC)
+    assert not {r["id"] for r in first.records} & {r["id"] for r in second.records}
+    assert len(await ledger_rows(url)) == 2 * len(TRAFFIC)

@@ -234,6 +234,7 @@ async def test_the_exit_status_follows_the_tolerance(
 
 
 async def test_a_failing_admin_call_never_shows_the_key(world: World) -> None:
+    await _traffic(world, {"proj_main": 1})  # a ledger: without one, the Admin API is not asked
     world.admin.fail(401, f"Incorrect API key provided: {ADMIN_KEY}. You can find your key at ...")
 
     code, out, err = await _reconcile(world, "--since", "1d")

@@ -181,6 +181,91 @@ async def test_a_killed_worker_is_restarted_and_its_journal_replayed(
     )
 
 
+def _summed_samples(exposition: str) -> dict[str, float]:
+    """Per sample name, the sum over every series of the monotonic samples the scrape carries:
+    the requests counter and the duration histogram's buckets, count and sum."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        if family.name not in ("openai_meter_requests", "openai_meter_request_duration_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_total", "_count", "_sum")):
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+            elif sample.name.endswith("_bucket"):
+                name = f"{sample.name}{{le={sample.labels['le']}}}"
+                totals[name] = totals.get(name, 0.0) + sample.value
+    return totals
+
+
+async def test_merged_counters_never_go_back_when_a_worker_is_killed(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    """kill -9 of a worker loses its registry; the restarted worker must not make the merged sum
+    drop (Prometheus would read the dip as a counter reset and rate() would count it again)."""
+    database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = await serve(
+        tmp_path, "--config", _config(tmp_path), "--port", str(port), "--upstream",
+        fake_upstream.url, "--database-url", database_url, "--workers", "2", env=INFO,
+    )  # fmt: skip
+    highest: dict[str, float] = {}
+
+    async def scrape(http: aiohttp.ClientSession) -> dict[str, float]:
+        async with http.get(url + "/metrics") as response:
+            assert response.status == 200
+            totals = _summed_samples(await response.text())
+        for name, value in highest.items():  # never below what any earlier scrape showed
+            # (a float sum added up in another order may differ in its last bits)
+            assert totals.get(name, 0.0) >= value - 1e-9 * max(1.0, value), (name, totals, value)
+        highest.update(totals)
+        return totals
+
+    drain: asyncio.Task[bytes] | None = None
+    try:
+        await wait_healthy(url, process, "/readyz")
+        assert process.stderr is not None
+        pids: list[int] = []
+        while not pids:
+            line = json.loads(await asyncio.wait_for(process.stderr.readline(), 30))
+            if match := re.search(r"2 workers serving \(pids \[(\d+), (\d+)\]\)", line["message"]):
+                pids = [int(match[1]), int(match[2])]
+        # keep reading the (info-level) log so the pipe never fills and stalls the workers
+        drain = asyncio.create_task(process.stderr.read())
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            calls = 12
+            for _ in range(calls):
+                await _call(http, url)
+            for victim in pids:  # each worker in turn: the one that answered scrapes dies too
+                await _wait_ledger(database_url, calls)
+                for _ in range(3):  # every call shown by a scrape (either worker answers) ...
+                    assert (await scrape(http))["openai_meter_requests_total"] == calls
+                os.kill(victim, signal.SIGKILL)  # ... before the kill
+                for _ in range(6):  # scrapes and calls while it is dead and once it is back
+                    await scrape(http)
+                    await _call(http, url)
+                    calls += 1
+            await _wait_ledger(database_url, calls)
+            for _ in range(4):
+                totals = await scrape(http)
+                # every call counted once: nothing the dead workers had shown was lost
+                assert totals["openai_meter_requests_total"] == calls
+                assert totals["openai_meter_request_duration_seconds_count"] == calls
+                assert totals["openai_meter_request_duration_seconds_bucket{le=+Inf}"] == calls
+        process.send_signal(signal.SIGTERM)
+        stderr = await asyncio.wait_for(drain, 60)
+        assert await asyncio.wait_for(process.wait(), 60) == 0, stderr.decode()[-3000:]
+    finally:
+        if process.returncode is None:  # SIGTERM: the parent stops its workers (kill would not)
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 60)
+        if drain is not None and not drain.done():
+            drain.cancel()
+    messages = [line["message"] for line in _log_lines(stderr)]
+    for pid in pids:
+        assert any(re.search(rf"\(pid {pid}\) exited with -9; restarting", m) for m in messages)
+
+
 async def test_uvloop_off_runs_on_asyncio_loop(fake_upstream: FakeUpstream, tmp_path: Path) -> None:
     port = free_port()
     process = await serve(

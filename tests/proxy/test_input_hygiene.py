@@ -144,6 +144,59 @@ async def test_key_like_attribution_values_are_stored_as_fingerprints(
     assert fake_upstream.requests[-1].headers["OpenAI-Project"] == KEYS["project"]
 
 
+async def test_a_tag_key_stored_as_a_fingerprint_can_be_filtered_and_grouped_by(
+    product: Product,
+) -> None:
+    """A key-like tag *key* is stored as its ``sha256:`` fingerprint; ``tag=KEY=VALUE`` and
+    ``by=tag:KEY`` take that fingerprint (the grammar used to refuse its ``:``), and the raw key
+    too, fingerprinted the same way -- never echoed back."""
+    client = product.sdk(SDK_KEY)
+    for env in ("prod", "dev"):
+        await client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Meter-Tags": f"{KEYS['tag']}={env},ticket={KEYS['tag']}"},
+        )
+    rows = await product.wait_rows(2)
+    stored = key_fingerprint(KEYS["tag"])
+    assert sorted(r["tags"][stored] for r in rows) == ["dev", "prod"]
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+
+    async def get(path: str, status: int = 200) -> Any:
+        async with (
+            aiohttp.ClientSession(headers=auth) as session,
+            session.get(product.url + path) as r,
+        ):
+            body = await r.text()
+        assert r.status == status, body
+        assert KEYS["tag"] not in body and KEYS["tag"].lower() not in body.lower()
+        return orjson.loads(body)
+
+    for key in (stored, KEYS["tag"]):  # the fingerprint, or the raw key fingerprinted alike
+        records = (await get(f"/meter/records?tag={key}=prod"))["records"]
+        assert [r["tags"][stored] for r in records] == ["prod"]
+        spend = await get(f"/meter/spend?since=1d&by=tag:{key},team")
+        assert spend["by"] == [f"tag:{stored}", "team"]
+        assert sorted((row[f"tag:{stored}"], row["requests"]) for row in spend["rows"]) == [
+            ("dev", 1),
+            ("prod", 1),
+        ]
+    # a key-like tag value is matched the same way
+    records = (await get(f"/meter/records?tag=ticket={KEYS['tag']}"))["records"]
+    assert len(records) == 2
+    # what is not a tag key is still a 400: a fingerprint with the wrong digits, or another colon
+    for bad in (
+        "sha256:ABCDEF012345",
+        "sha256:0123456789a",
+        "sha256:0123456789abc",
+        "sha1:0123456789ab",
+        "a:b",
+        "sha256:",
+    ):
+        await get(f"/meter/records?tag={bad}=prod", status=400)
+        await get(f"/meter/spend?since=1d&by=tag:{bad}", status=400)
+
+
 async def test_a_key_in_a_malformed_tags_header_is_not_echoed(product: Product) -> None:
     client = product.sdk(SDK_KEY)
     with pytest.raises(openai.BadRequestError) as info:

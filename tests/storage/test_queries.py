@@ -16,6 +16,7 @@ from storage.record import UsageRecord
 from tests.support.ledger_records import make_record
 
 START = datetime(2026, 10, 30, 0, 0, tzinfo=UTC)
+FINGERPRINT_KEY = "sha256:0123456789ab"
 
 
 def dataset() -> list[UsageRecord]:
@@ -29,7 +30,8 @@ def dataset() -> list[UsageRecord]:
                 model=("gpt-4o", "gpt-4o-mini", None)[n % 4 % 3],
                 project=f"proj_{n % 2}",
                 service_tier=("default", "flex", None)[n % 3],
-                tags={"env": "prod"} if n % 5 else {},
+                # a key-like tag key is stored as its fingerprint: ':' in a JSON key
+                tags={"env": "prod", FINGERPRINT_KEY: "ab"[n % 2]} if n % 5 else {},
                 cost_usd=None if n % 11 == 0 else Decimal(n).scaleb(-9) + Decimal("0.0000000003"),
                 usage_source="estimated" if n % 13 == 0 else "reported",
             )
@@ -82,6 +84,7 @@ def expected_spend(
         ("endpoint",),
         ("project",),
         ("tag:env", "team"),
+        (f"tag:{FINGERPRINT_KEY}", "tag:env"),
         ("user",),
     ],
 )
@@ -148,3 +151,13 @@ async def test_fetch_records_newest_first_with_filters(engine: AsyncEngine) -> N
     window = await fetch_records(engine, limit=1000, since=since, until=until)
     assert len(window) == sum(1 for r in records if since <= r.started_at < until)
     assert len(await fetch_records(engine, limit=5000)) == 300  # capped at 1000
+
+
+async def test_fetch_records_by_a_fingerprinted_tag_key(engine: AsyncEngine) -> None:
+    records = dataset()
+    await write_batch(engine, records)
+    rows = await fetch_records(engine, limit=1000, tags={FINGERPRINT_KEY: "a", "env": "prod"})
+    assert sorted(r["id"] for r in rows) == sorted(
+        r.id for r in records if r.tags.get(FINGERPRINT_KEY) == "a"
+    )
+    assert rows and all(r["tags"][FINGERPRINT_KEY] == "a" for r in rows)

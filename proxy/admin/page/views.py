@@ -214,6 +214,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def page_redirect(request: web.Request) -> web.Response:
+    """``/meter`` -> ``/meter/`` (308), query string as sent. Public: it reveals nothing, and the
+    page it points to asks for the token (or the cookie) itself, so a browser without either
+    lands on the sign-in form rather than a JSON 401."""
+    query = request.rel_url.raw_query_string  # percent-encoded as received: no CR/LF, no //host
+    location = f"/meter/?{query}" if query else "/meter/"
+    return web.Response(status=308, headers={"Location": location})
+
+
 async def static_handler(request: web.Request) -> web.Response:
     global _STATIC
     name = request.match_info["name"]
@@ -230,10 +239,12 @@ async def static_handler(request: web.Request) -> web.Response:
 
 
 def add_page_routes(app: web.Application, token: str | None, budgets: BudgetView) -> None:
-    """``/meter/`` (token or cookie), sign-in / sign-out and static files (public)."""
+    """``/meter/`` (token or cookie), sign-in / sign-out, static files and the ``/meter`` ->
+    ``/meter/`` redirect (public)."""
     app[PAGE_TOKEN_KEY] = token
     app[PAGE_BUDGETS_KEY] = budgets
     app.router.add_get("/meter/", page_handler, name=PAGE_ROUTE_NAME)
+    app.router.add_get("/meter", page_redirect, name=f"{PUBLIC_ROUTE_PREFIX}page-redirect")
     app.router.add_get(SIGN_IN_PATH, login_form, name=f"{PUBLIC_ROUTE_PREFIX}login")
     app.router.add_post(SIGN_IN_PATH, login_submit, name=f"{PUBLIC_ROUTE_PREFIX}login-post")
     app.router.add_post("/meter/logout", logout, name=f"{PUBLIC_ROUTE_PREFIX}logout")

@@ -17,6 +17,7 @@ from proxy.admin.reporting import (
     parse_instant,
     resolve_window,
 )
+from proxy.teams.fingerprints import key_fingerprint
 
 NOW = datetime(2026, 11, 17, 15, 30, 45, tzinfo=UTC)
 
@@ -101,6 +102,39 @@ def test_parse_by() -> None:
 def test_parse_by_refuses(text: str, fragment: str) -> None:
     with pytest.raises(ReportError, match=fragment):
         parse_by(text)
+
+
+KEY_CHARS = st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+@given(st.text(KEY_CHARS, min_size=8, max_size=50).map(lambda tail: f"sk-{tail}"))
+def test_a_key_like_tag_key_groups_by_the_fingerprint_it_is_stored_as(key: str) -> None:
+    """``--by tag:KEY`` / ``by=tag:KEY`` where KEY looks like an API key: the tag was stored under
+    its fingerprint, so that is what is grouped by -- and that fingerprint is accepted as is."""
+    stored = key_fingerprint(key)
+    assert parse_by(f"tag:{key}") == (f"tag:{stored}",)
+    assert parse_by(f"team,tag:{stored}") == ("team", f"tag:{stored}")
+    with pytest.raises(ReportError, match="twice"):
+        parse_by([f"tag:{key}", f"tag:{stored}"])
+    with pytest.raises(ReportError) as refused:  # never echoes the key it refuses
+        parse_by(f"tag:{key}!")
+    assert key not in str(refused.value) and key.lower() not in str(refused.value).lower()
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sha256:",
+        "sha256:0123456789a",
+        "sha256:0123456789abc",
+        "sha256:0123456789AB",
+        "a:b",
+        "x" * 65,
+    ],
+)
+def test_only_a_real_fingerprint_brings_a_colon_into_a_tag_key(key: str) -> None:
+    with pytest.raises(ReportError, match="tag key"):
+        parse_by(f"tag:{key}")
 
 
 @pytest.mark.parametrize(

@@ -245,11 +245,11 @@ def test_config_refuses_a_key_in_two_teams() -> None:
 def test_remembered_fingerprints_equal_fresh_ones_even_past_the_bound(keys: list[str]) -> None:
     """The recent-keys memo never changes a fingerprint: many distinct keys (more than it holds),
     repeats, non-UTF-8 values (lone surrogates) all hash as SHA-256 of the bytes sent."""
-    from proxy.teams import attribution
+    from proxy.teams import fingerprints
 
-    keys = keys + [f"sk-proj-{n}" for n in range(attribution._RECENT_FINGERPRINTS_MAX + 5)]
+    keys = keys + [f"sk-proj-{n}" for n in range(fingerprints._RECENT_FINGERPRINTS_MAX + 5)]
     keys.append("sk-\udcff\udcfe")
     for key in keys + keys[:10]:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         assert key_fingerprint(key) == "sha256:" + digest[:12]
-    assert len(attribution._RECENT_FINGERPRINTS) <= attribution._RECENT_FINGERPRINTS_MAX
+    assert len(fingerprints._RECENT_FINGERPRINTS) <= fingerprints._RECENT_FINGERPRINTS_MAX

@@ -134,6 +134,45 @@ async def test_logout_deletes_the_cookie(product: Product) -> None:
             assert refused.status == 403
 
 
+async def test_meter_without_the_slash_redirects_to_the_page_which_still_needs_the_token(
+    product: Product,
+) -> None:
+    status, headers, body = await get(f"{product.url}/meter")
+    assert (status, headers["Location"], body) == (308, "/meter/", "")
+    status, headers, _ = await get(f"{product.url}/meter/")  # the target asks for the token
+    assert (status, headers["Location"]) == (303, "/meter/login")
+    # the query string goes along as it was sent (percent-encoded), never as a new target
+    for query in (
+        "window=7d",
+        "what_if=tier%3Dbatch&window=last-month",
+        "x=%0d%0aSet-Cookie:a",
+        "x=//evil.example",
+    ):
+        status, headers, _ = await get(f"{product.url}/meter?{query}")
+        assert status == 308, query
+        assert headers["Location"].lower() == f"/meter/?{query}".lower()  # %0d or %0D
+        assert "Set-Cookie" not in headers
+    status, headers, _ = await get(f"{product.url}/v1/%2e%2e/meter")  # resolved to /meter first
+    assert (status, headers.get("Location")) == (308, "/meter/")
+    async with aiohttp.ClientSession(
+        headers=BEARER
+    ) as client:  # followed, with the token: the page
+        async with client.get(f"{product.url}/meter") as response:
+            assert response.status == 200
+            assert str(response.url).endswith("/meter/")
+            assert "text/html" in response.headers["Content-Type"]
+        async with client.head(f"{product.url}/meter", allow_redirects=False) as response:
+            assert (response.status, response.headers["Location"]) == (308, "/meter/")
+        async with client.post(f"{product.url}/meter", allow_redirects=False) as response:
+            assert response.status == 405
+
+
+async def test_meter_without_the_slash_redirects_when_the_page_is_open(tmp_path: Path) -> None:
+    async with seeded_product(tmp_path, token=None) as running:
+        status, headers, _ = await get(f"{running.url}/meter")
+        assert (status, headers["Location"]) == (308, "/meter/")
+
+
 async def test_static_files_are_public_and_nothing_else_is(product: Product) -> None:
     status, headers, body = await get(f"{product.url}/meter/static/chart.umd.min.js")
     assert status == 200
