@@ -19,6 +19,7 @@ MODULES = (
     "bench.notify_bench",
     "bench.stream_bench",
     "bench.memory_bench",
+    "bench.ablation_bench",
     "bench.compare_bench",
 )
 
