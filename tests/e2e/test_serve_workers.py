@@ -66,6 +66,15 @@ def _log_lines(stderr: bytes) -> list[dict[str, Any]]:
     return lines
 
 
+async def _worker_pids(process: asyncio.subprocess.Process) -> list[int]:
+    """The two workers' pids, from the supervisor's info-level log line."""
+    assert process.stderr is not None
+    while True:
+        line = json.loads(await asyncio.wait_for(process.stderr.readline(), 30))
+        if match := re.search(r"2 workers serving \(pids \[(\d+), (\d+)\]\)", line["message"]):
+            return [int(match[1]), int(match[2])]
+
+
 async def _call(http: aiohttp.ClientSession, url: str, stream: bool = False) -> bytes:
     body = {**BODY, "stream": True} if stream else BODY
     async with http.post(
@@ -156,12 +165,7 @@ async def test_a_killed_worker_is_restarted_and_its_journal_replayed(
     )  # fmt: skip
     try:
         await wait_healthy(url, process, "/readyz")
-        assert process.stderr is not None
-        pids: list[int] = []
-        while not pids:
-            line = json.loads(await asyncio.wait_for(process.stderr.readline(), 30))
-            if match := re.search(r"2 workers serving \(pids \[(\d+), (\d+)\]\)", line["message"]):
-                pids = [int(match[1]), int(match[2])]
+        pids = await _worker_pids(process)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
             for _ in range(10):
                 await _call(http, url)
@@ -224,12 +228,7 @@ async def test_merged_counters_never_go_back_when_a_worker_is_killed(
     drain: asyncio.Task[bytes] | None = None
     try:
         await wait_healthy(url, process, "/readyz")
-        assert process.stderr is not None
-        pids: list[int] = []
-        while not pids:
-            line = json.loads(await asyncio.wait_for(process.stderr.readline(), 30))
-            if match := re.search(r"2 workers serving \(pids \[(\d+), (\d+)\]\)", line["message"]):
-                pids = [int(match[1]), int(match[2])]
+        pids = await _worker_pids(process)
         # keep reading the (info-level) log so the pipe never fills and stalls the workers
         drain = asyncio.create_task(process.stderr.read())
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:

@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ from tests.storage.test_bounds import any_record
 from tests.storage.test_poison import ledger_ids, rejected_ids, rollup_requests
 from tests.support.ledger_records import make_record
 from tests.support.refusing_db import refuse_poison
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[tuple[AsyncEngine, SqliteWriterProcess]]:
+    """A migrated SQLite ledger and a writer process for it (both closed afterwards)."""
+    engine = await _ledger(tmp_path / "l.db")
+    process = SqliteWriterProcess(str(tmp_path / "l.db"))
+    try:
+        yield engine, process
+    finally:
+        await process.close()
+        await engine.dispose()
 
 
 async def _ledger(path: Path) -> AsyncEngine:
@@ -159,18 +172,15 @@ async def test_refused_rows_are_dead_lettered_and_the_rest_land(tmp_path: Path) 
     await engine.dispose()
 
 
-async def test_a_refusal_carries_the_drivers_message(tmp_path: Path) -> None:
-    engine = await _ledger(tmp_path / "l.db")
+async def test_a_refusal_carries_the_drivers_message(
+    ledger: tuple[AsyncEngine, SqliteWriterProcess],
+) -> None:
+    engine, process = ledger
     await refuse_poison(engine)
-    process = SqliteWriterProcess(str(tmp_path / "l.db"))
-    try:
-        with pytest.raises(BatchRefused) as refused:
-            await process([make_record(1, model="poison")])
-        assert refused.value.orig == "IntegrityError: poison refused"
-        assert await process([make_record(2)]) == 1  # the same process goes on
-    finally:
-        await process.close()
-        await engine.dispose()
+    with pytest.raises(BatchRefused) as refused:
+        await process([make_record(1, model="poison")])
+    assert refused.value.orig == "IntegrityError: poison refused"
+    assert await process([make_record(2)]) == 1  # the same process goes on
 
 
 async def test_an_unusable_database_is_an_outage_and_the_batch_is_spooled(tmp_path: Path) -> None:
@@ -207,22 +217,19 @@ async def test_an_unusable_database_is_an_outage_and_the_batch_is_spooled(tmp_pa
         await engine.dispose()
 
 
-async def test_a_killed_process_is_replaced_and_the_batch_retried(tmp_path: Path) -> None:
-    engine = await _ledger(tmp_path / "l.db")
-    process = SqliteWriterProcess(str(tmp_path / "l.db"))
-    try:
-        assert await process([make_record(1)]) == 1
-        first = process.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-        await asyncio.sleep(0.2)
-        assert await process([make_record(1), make_record(2)]) == 1  # idempotent on id
-        assert process.pid not in (None, first)
-        assert process.restarts == 1
-        assert sorted(await ledger_ids(engine)) == ["rec-000000001", "rec-000000002"]
-    finally:
-        await process.close()
-        await engine.dispose()
+async def test_a_killed_process_is_replaced_and_the_batch_retried(
+    ledger: tuple[AsyncEngine, SqliteWriterProcess],
+) -> None:
+    engine, process = ledger
+    assert await process([make_record(1)]) == 1
+    first = process.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    assert await process([make_record(1), make_record(2)]) == 1  # idempotent on id
+    assert process.pid not in (None, first)
+    assert process.restarts == 1
+    assert sorted(await ledger_ids(engine)) == ["rec-000000001", "rec-000000002"]
 
 
 async def test_a_process_that_dies_on_every_try_refuses_the_batch(tmp_path: Path) -> None:
@@ -237,41 +244,32 @@ async def test_a_process_that_dies_on_every_try_refuses_the_batch(tmp_path: Path
 
 
 async def test_a_timeout_mid_batch_kills_it_and_the_next_batch_starts_afresh(
-    tmp_path: Path,
+    ledger: tuple[AsyncEngine, SqliteWriterProcess],
 ) -> None:
-    engine = await _ledger(tmp_path / "l.db")
-    process = SqliteWriterProcess(str(tmp_path / "l.db"))
-    try:
-        await process.start()
-        stuck = process.pid
-        assert stuck is not None
-        os.kill(stuck, signal.SIGSTOP)  # stops answering, like a process stuck on a lock
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(process([make_record(1)]), 0.5)
-        assert await process([make_record(1), make_record(2)]) == 2
-        assert process.pid != stuck
-    finally:
-        await process.close()
-        await engine.dispose()
+    _, process = ledger
+    await process.start()
+    stuck = process.pid
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)  # stops answering, like a process stuck on a lock
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(process([make_record(1)]), 0.5)
+    assert await process([make_record(1), make_record(2)]) == 2
+    assert process.pid != stuck
 
 
 async def test_it_ignores_sigint_and_sigterm_and_ends_when_its_input_closes(
-    tmp_path: Path,
+    ledger: tuple[AsyncEngine, SqliteWriterProcess],
 ) -> None:
-    engine = await _ledger(tmp_path / "l.db")
-    process = SqliteWriterProcess(str(tmp_path / "l.db"))
-    try:
-        await process.start()
-        pid = process.pid
-        assert pid is not None
-        await asyncio.sleep(0.3)  # past start-up, signal handlers installed
-        os.kill(pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
-        os.kill(pid, signal.SIGTERM)
-        assert await process([make_record(1)]) == 1
-        assert process.pid == pid
-    finally:
-        await process.close()
-        await engine.dispose()
+    _, process = ledger
+    await process.start()
+    pid = process.pid
+    assert pid is not None
+    await asyncio.sleep(0.3)  # past start-up, signal handlers installed
+    os.kill(pid, signal.SIGINT)  # Ctrl-C reaches the whole process group
+    os.kill(pid, signal.SIGTERM)
+    assert await process([make_record(1)]) == 1
+    assert process.pid == pid
+    await process.close()  # its input closes: it exits (and is reaped)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 
