@@ -66,6 +66,19 @@ def _log_lines(stderr: bytes) -> list[dict[str, Any]]:
     return lines
 
 
+async def _two_workers(
+    fake_upstream: FakeUpstream, tmp_path: Path
+) -> tuple[asyncio.subprocess.Process, str, str]:
+    """``serve --workers 2`` on a SQLite ledger with info-level logs: (process, url, ledger URL)."""
+    database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    port = free_port()
+    process = await serve(
+        tmp_path, "--config", _config(tmp_path), "--port", str(port), "--upstream",
+        fake_upstream.url, "--database-url", database_url, "--workers", "2", env=INFO,
+    )  # fmt: skip
+    return process, f"http://127.0.0.1:{port}", database_url
+
+
 async def _worker_pids(process: asyncio.subprocess.Process) -> list[int]:
     """The two workers' pids, from the supervisor's info-level log line."""
     assert process.stderr is not None
@@ -156,13 +169,7 @@ async def test_two_workers_serve_scrapes_sum_and_sigterm_drains_both(
 async def test_a_killed_worker_is_restarted_and_its_journal_replayed(
     fake_upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = await serve(
-        tmp_path, "--config", _config(tmp_path), "--port", str(port), "--upstream",
-        fake_upstream.url, "--database-url", database_url, "--workers", "2", env=INFO,
-    )  # fmt: skip
+    process, url, database_url = await _two_workers(fake_upstream, tmp_path)
     try:
         await wait_healthy(url, process, "/readyz")
         pids = await _worker_pids(process)
@@ -206,13 +213,7 @@ async def test_merged_counters_never_go_back_when_a_worker_is_killed(
 ) -> None:
     """kill -9 of a worker loses its registry; the restarted worker must not make the merged sum
     drop (Prometheus would read the dip as a counter reset and rate() would count it again)."""
-    database_url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = await serve(
-        tmp_path, "--config", _config(tmp_path), "--port", str(port), "--upstream",
-        fake_upstream.url, "--database-url", database_url, "--workers", "2", env=INFO,
-    )  # fmt: skip
+    process, url, database_url = await _two_workers(fake_upstream, tmp_path)
     highest: dict[str, float] = {}
 
     async def scrape(http: aiohttp.ClientSession) -> dict[str, float]:
