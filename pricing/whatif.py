@@ -107,6 +107,13 @@ def parse_lever(text: str, book: PriceBook) -> Lever:
     return Lever("model", model)
 
 
+def has_empty_lever(texts: list[str]) -> bool:
+    """A value, or one of its comma-separated levers, is empty (``what_if=``, ``tier=batch,``):
+    the API and the CLI refuse it (a typo or a half-built URL); the spend page's form, whose field
+    may be cleared, reads it as no lever (:func:`parse_levers` skips empty parts)."""
+    return not all(part.strip() for text in texts for part in text.split(","))
+
+
 def parse_levers(texts: list[str], book: PriceBook) -> tuple[Lever, ...]:
     """Several levers (each may also be comma-separated); duplicates are an error."""
     levers: list[Lever] = []

@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pricing.whatif import WHAT_IF_TIERS, LeverError, parse_levers
+from pricing.whatif import WHAT_IF_TIERS, LeverError, has_empty_lever, parse_levers
 from proxy.admin.prices_api import PRICEBOOK_KEY
 from proxy.admin.reporting import SpendReport
 from proxy.admin.whatif import extend_json, extended_csv, extended_table, load_extras
@@ -44,7 +44,7 @@ def _savings(values: list[str]) -> bool | web.Response:
 
 def _empty_lever(texts: list[str]) -> web.Response | None:
     """A 400 when a ``what_if`` value, or one of its comma-separated levers, is empty."""
-    if all(part.strip() for text in texts for part in text.split(",")):
+    if not has_empty_lever(texts):
         return None
     return bad_request(
         f"what_if must not be empty or hold an empty lever: give {LEVER_GRAMMAR}",

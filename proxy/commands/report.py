@@ -154,10 +154,15 @@ def _run(args: argparse.Namespace) -> int:
     levers: tuple[Lever, ...] = ()
     try:
         if args.what_if or args.savings:
-            from pricing.whatif import LeverError, parse_levers
+            from pricing.whatif import WHAT_IF_TIERS, LeverError, has_empty_lever, parse_levers
             from proxy.commands.prices import configured_book
 
             try:
+                if has_empty_lever(args.what_if):
+                    raise LeverError(
+                        "--what-if must not be empty or hold an empty lever: give "
+                        f"model=MODEL or tier={'|'.join(WHAT_IF_TIERS)}"
+                    )
                 book = configured_book(args.config, os.environ)
                 levers = parse_levers(args.what_if, book)
             except (LeverError, ConfigError, ValueError) as exc:

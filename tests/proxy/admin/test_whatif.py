@@ -233,6 +233,13 @@ def test_cli_what_if_and_savings(tmp_path: Path, capsys: pytest.CaptureFixture[s
     )
     assert bad.func(bad) == 2
     assert "tier 'cheap'" in capsys.readouterr().err
+    for empty in ("", " ", "tier=batch,", ",model=gpt-4.1-nano"):  # as GET /meter/spend: refused
+        args = parser.parse_args(
+            ["report", "--database-url", f"sqlite:///{tmp_path}/l.db", "--what-if", empty]
+        )
+        assert args.func(args) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--what-if must not be empty" in err, err
 
 
 async def test_price_spans_give_the_same_figures_as_days(tmp_path: Path) -> None:
