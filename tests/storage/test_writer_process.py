@@ -322,3 +322,30 @@ def test_journal_times_in_utc_take_the_shortcut_and_others_do_not() -> None:
     assert _utc_text("2026-11-29T12:00:00+00:00") == "2026-11-29 12:00:00.000000"
     for other in ("2026-11-29T12:00:00+01:00", "2026-11-29T12:00:00", "x" * 32, None, 5):
         assert _utc_text(other) is None
+
+
+def test_line_breaks_and_separators_inside_values_never_split_a_record(tmp_path: Path) -> None:
+    """Batches are newline-separated journal lines: a value holding CR, LF, U+2028 or a NUL (as
+    bounded) must arrive as one record, byte for byte as the in-process path stores it."""
+    odd = ["a\nb", "c\r\nd", "e\u2028f\u2029g", 'h"\\n', "\x00nul", "zé\u0301"]
+    records = [
+        make_record(n, user=value, project=value, tags={"k": value}, model="gpt-4o")
+        for n, value in enumerate(odd)
+    ]
+    records = [r for r in (bound_record(r) for r in records) if not isinstance(r, Refused)]
+    assert len(records) == len(odd)
+    ours, theirs = tmp_path / "process.db", tmp_path / "inproc.db"
+
+    async def run() -> None:
+        for path in (ours, theirs):
+            await (await _ledger(path)).dispose()
+        engine = create_engine(f"sqlite:///{theirs}")
+        process = SqliteWriterProcess(str(ours))
+        try:
+            assert await process(records) == await write_batch(engine, records) == len(odd)
+        finally:
+            await process.close()
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert _dump(ours) == _dump(theirs)
