@@ -92,6 +92,28 @@ def test_a_row_from_a_journal_line_equals_the_row_from_its_record(
     assert sqlite_row_from_json(line) == sqlite_row(bounded)
 
 
+def _through_both_paths(directory: Path, batches: list[Any]) -> list[tuple[int, int]]:
+    """Write ``batches`` in order through the writer process (into ``process.db``) and through
+    SQLAlchemy's path (``inproc.db``); assert both ledgers end byte-identical and return each
+    batch's inserted counts (process, in-process)."""
+    ours, theirs = directory / "process.db", directory / "inproc.db"
+
+    async def run() -> list[tuple[int, int]]:
+        for path in (ours, theirs):
+            await (await _ledger(path)).dispose()
+        engine = create_engine(f"sqlite:///{theirs}")
+        process = SqliteWriterProcess(str(ours))
+        try:
+            return [(await process(b), await write_batch(engine, b)) for b in batches]
+        finally:
+            await process.close()
+            await engine.dispose()
+
+    counts = asyncio.run(run())
+    assert _dump(ours) == _dump(theirs)
+    return counts
+
+
 def test_the_row_encoding_has_the_tables_columns_in_order() -> None:
     assert tuple(c.name for c in usage_records.columns) == COLUMNS
 
@@ -101,24 +123,9 @@ def test_the_row_encoding_has_the_tables_columns_in_order() -> None:
 def test_both_paths_leave_identical_tables(tmp_path_factory: Any, batches: list[Any]) -> None:
     """Whatever the batches (duplicates, replays, any offset, >10 decimal places): byte-identical
     raw rows and rollup from SQLAlchemy's path and from the writer process's."""
-    directory = tmp_path_factory.mktemp("both")
-    ours, theirs = directory / "process.db", directory / "inproc.db"
-
-    async def run() -> None:
-        for path in (ours, theirs):
-            await (await _ledger(path)).dispose()
-        engine = create_engine(f"sqlite:///{theirs}")
-        process = SqliteWriterProcess(str(ours))
-        try:
-            for batch in batches:
-                for _ in range(2):  # the replay adds nothing on either side
-                    assert await process(batch) == await write_batch(engine, batch)
-        finally:
-            await process.close()
-            await engine.dispose()
-
-    asyncio.run(run())
-    assert _dump(ours) == _dump(theirs)
+    replayed = [batch for batch in batches for _ in range(2)]  # a replay adds nothing either side
+    for ours, theirs in _through_both_paths(tmp_path_factory.mktemp("both"), replayed):
+        assert ours == theirs
 
 
 def test_the_sync_batch_writer_rolls_back_a_refused_batch_whole(tmp_path: Path) -> None:
@@ -334,18 +341,4 @@ def test_line_breaks_and_separators_inside_values_never_split_a_record(tmp_path:
     ]
     records = [r for r in (bound_record(r) for r in records) if not isinstance(r, Refused)]
     assert len(records) == len(odd)
-    ours, theirs = tmp_path / "process.db", tmp_path / "inproc.db"
-
-    async def run() -> None:
-        for path in (ours, theirs):
-            await (await _ledger(path)).dispose()
-        engine = create_engine(f"sqlite:///{theirs}")
-        process = SqliteWriterProcess(str(ours))
-        try:
-            assert await process(records) == await write_batch(engine, records) == len(odd)
-        finally:
-            await process.close()
-            await engine.dispose()
-
-    asyncio.run(run())
-    assert _dump(ours) == _dump(theirs)
+    assert _through_both_paths(tmp_path, [records]) == [(len(odd), len(odd))]
